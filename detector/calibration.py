@@ -1,0 +1,78 @@
+"""Calibrated frame scores: 1.0 is the scene's threshold at a chosen false-alarm rate.
+
+The threshold is the (1 - false_alarm_rate) quantile of raw frame scores on held-out
+normal footage of the scene. Held-out footage is often too short for the tail quantile
+(0.1 % of 100 frames is a tenth of a frame); then the quantile is extrapolated from a
+Gumbel fit, the natural law for a maximum over many pixels, and the method is recorded.
+The calibrated score maps the normal median to 0 and the threshold to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+EULER_GAMMA = 0.5772156649015329
+# The empirical quantile is used only when it is backed by at least this many exceedances.
+MIN_EXCEEDANCES = 5
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Threshold and reference distribution of raw frame scores on normal footage."""
+
+    false_alarm_rate: float
+    threshold: float
+    center: float
+    method: Literal["empirical", "gumbel"]
+    normal_scores: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, normal_scores: np.ndarray, false_alarm_rate: float = 0.001) -> Calibration:
+        scores = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())
+        if scores.size < 2:
+            raise ValueError(
+                f"calibration needs at least 2 held-out normal frames, got {scores.size}"
+            )
+        if not 0.0 < false_alarm_rate < 1.0:
+            raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+        center = float(np.median(scores))
+        q = 1.0 - false_alarm_rate
+        if scores.size * false_alarm_rate >= MIN_EXCEEDANCES:
+            threshold, method = float(np.quantile(scores, q)), "empirical"
+        else:
+            beta = max(float(scores.std(ddof=1)) * math.sqrt(6) / math.pi, 1e-9)
+            mu = float(scores.mean()) - EULER_GAMMA * beta
+            threshold, method = mu - beta * math.log(-math.log(q)), "gumbel"
+        # A threshold at or below the median would make the scale meaningless.
+        threshold = max(threshold, float(scores[-1]) if method == "gumbel" else threshold)
+        if threshold <= center:
+            threshold = center + max(float(scores.std()), 1e-6)
+        return cls(false_alarm_rate, threshold, center, method, tuple(float(s) for s in scores))
+
+    def calibrate(self, raw: np.ndarray | float) -> np.ndarray | float:
+        """Calibrated score: 0 at the normal median, 1.0 at the threshold."""
+        return (np.asarray(raw, dtype=np.float64) - self.center) / (self.threshold - self.center)
+
+    def normal_exceedance(self) -> float:
+        """Fraction of the held-out normal frames at or above the threshold."""
+        scores = np.asarray(self.normal_scores)
+        return float((scores >= self.threshold).mean())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["normal_scores"] = list(self.normal_scores)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        return cls(
+            float(d["false_alarm_rate"]),
+            float(d["threshold"]),
+            float(d["center"]),
+            d["method"],
+            tuple(float(s) for s in d["normal_scores"]),
+        )

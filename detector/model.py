@@ -1,0 +1,100 @@
+"""A scene's model: its flow head, normal-footage statistics, calibration and settings.
+
+Flow heads are registered by name (``HEADS``) so a scene's checkpoint names the kind it
+needs; the encoder is not part of a scene model, since one encoder pass is shared by all
+scenes in a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from detector.anomaly_map import MapStatistics, Reduction, anomaly_map, frame_score, nll_per_dim
+from detector.calibration import Calibration
+from detector.cflow import CFlowHead
+
+HEADS: dict[str, type[nn.Module]] = {"cflow": CFlowHead}
+
+
+def build_head(kind: str, config: dict) -> nn.Module:
+    """Instantiate a registered flow head from its saved configuration."""
+    if kind not in HEADS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(sorted(HEADS))}")
+    return HEADS[kind](**config)
+
+
+@dataclass
+class ScoreSettings:
+    """How a frame score is read off the anomaly map."""
+
+    reduction: Reduction = "topk"
+    topk: float = 0.01
+
+
+def to_input(frames_bgr: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """BGR uint8 frames of any size -> RGB float tensor (B, 3, size, size) in [0, 1]."""
+    batch = np.empty((len(frames_bgr), size, size, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames_bgr):
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frame {i}: expected a BGR uint8 HxWx3 image, got {frame.dtype} {frame.shape}")
+        interp = cv2.INTER_AREA if min(frame.shape[:2]) > size else cv2.INTER_LINEAR
+        batch[i] = cv2.resize(frame, (size, size), interpolation=interp)[:, :, ::-1]
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@dataclass
+class ScoredBatch:
+    """A batch's anomaly maps (B, S, S) and frame scores (B,), calibrated so that 1.0 is
+    the scene's threshold, with the raw frame scores in model units."""
+
+    maps: torch.Tensor
+    scores: np.ndarray
+    raw: np.ndarray
+
+
+@dataclass
+class SceneModel:
+    """Everything needed to turn encoder features of a scene's frames into maps and scores."""
+
+    kind: str
+    head: nn.Module
+    encoder: str
+    encoder_digest: str
+    input_size: int
+    stats: MapStatistics | None = None
+    calibration: Calibration | None = None
+    settings: ScoreSettings = field(default_factory=ScoreSettings)
+
+    @property
+    def feature_dims(self) -> list[int]:
+        return list(self.head.feature_dims)
+
+    @torch.no_grad()
+    def nll_maps(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-layer NLL-per-dimension maps (B, H_l, W_l)."""
+        self.head.eval()
+        return nll_per_dim(self.head(features), self.feature_dims)
+
+    @torch.no_grad()
+    def score_nll(self, nll: Sequence[torch.Tensor]) -> ScoredBatch:
+        """Calibrated maps and scores from per-layer NLL maps (see :meth:`nll_maps`)."""
+        if self.stats is None or self.calibration is None:
+            raise RuntimeError("scene model is not calibrated (not trained?)")
+        maps = anomaly_map(nll, self.stats, (self.input_size, self.input_size))
+        raw = frame_score(maps, self.settings.reduction, self.settings.topk).double().cpu().numpy()
+        cal = self.calibration
+        return ScoredBatch(
+            maps=(maps - cal.center) / (cal.threshold - cal.center),
+            scores=np.asarray(cal.calibrate(raw)),
+            raw=raw,
+        )
+
+    def score(self, features: Sequence[torch.Tensor]) -> ScoredBatch:
+        """Calibrated maps and scores of a batch from its encoder features."""
+        return self.score_nll(self.nll_maps(features))

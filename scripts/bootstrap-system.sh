@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install the operating-system packages vigilflow needs, when they are missing.
+# Runs as part of `make demo` / `make test`; does nothing when everything is there.
+set -euo pipefail
+need=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+  echo "vigilflow needs these system packages: ${need[*]} (install them with your package manager)" >&2
+  exit 1
+fi
+echo "installing system packages: ${need[*]}"
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"

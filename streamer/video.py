@@ -1,0 +1,503 @@
+"""Video input/output: decode files, URLs and STC frame folders; write H.264 MP4 clips.
+
+Everything here works on plain BGR ``uint8`` arrays (OpenCV's convention) so the rest of
+vigilflow never touches PyAV objects. Errors that concern the *source* (missing file, not
+a video, empty folder, unreadable image) are raised as :class:`SourceError` with a message
+naming the path; URLs in messages always have their credentials redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Frame",
+    "SourceError",
+    "VideoInfo",
+    "VideoWriter",
+    "iter_frame_dir",
+    "iter_frames",
+    "iter_video_frames",
+    "redact_url",
+    "video_info",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: Image file suffixes recognised in a frame folder (compared case-insensitively).
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+
+#: Frame rate assumed for frame folders, which carry no timing of their own.
+DEFAULT_DIR_FPS = 25.0
+
+# A decoder that fails this many packets in a row is not "a corrupt frame": give up.
+_MAX_CONSECUTIVE_DECODE_ERRORS = 100
+
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError)
+
+
+class SourceError(RuntimeError):
+    """A video source cannot be opened or read (the message names the path)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    ``seq`` is the frame index within the source (decode order for videos, the number in
+    the file name for frame folders); ``ts_ms`` is the presentation time in milliseconds
+    from the start of the source; ``image`` is BGR ``uint8`` with shape ``(H, W, 3)``.
+    """
+
+    seq: int
+    ts_ms: int
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Basic properties of a source; ``frames`` may be an estimate (0 if unknown)."""
+
+    width: int
+    height: int
+    fps: float
+    frames: int
+
+
+# --------------------------------------------------------------------------- helpers
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s?#]*@")
+_URL_SECRET_PARAM = re.compile(
+    r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|secret|api_?key|auth)=)[^&;#\s]*",
+    re.IGNORECASE,
+)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` (or any text containing URLs) with credentials replaced by ``***``.
+
+    ``rtsp://admin:hunter2@10.0.0.5/stream`` becomes ``rtsp://***@10.0.0.5/stream``;
+    secret-looking query parameters (``?password=...``, ``&token=...``) are masked too.
+    """
+    text = _URL_USERINFO.sub(r"\g<scheme>***@", str(url))
+    return _URL_SECRET_PARAM.sub(r"\g<key>***", text)
+
+
+def _is_url(path: PathLike) -> bool:
+    return "://" in os.fspath(path)
+
+
+def _show(path: PathLike) -> str:
+    """Path or URL as it may appear in a message or log line."""
+    return redact_url(os.fspath(path))
+
+
+def _check_limits(max_frames: int | None, step: int) -> None:
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    if max_frames is not None and max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0 or None, got {max_frames}")
+
+
+def _open_input(path: PathLike) -> tuple[Any, Any]:
+    """Open a container for reading and return ``(container, first video stream)``."""
+    shown = _show(path)
+    if not _is_url(path):
+        p = Path(path)
+        if not p.exists():
+            raise SourceError(f"video source not found: {shown}")
+        if p.is_dir():
+            raise SourceError(f"video source is a directory, not a video file: {shown}")
+    try:
+        container = av.open(os.fspath(path), mode="r")
+    except _AV_ERRORS as exc:
+        detail = redact_url(str(exc))
+        raise SourceError(
+            f"cannot open video source {shown}: not a video or unreadable "
+            f"({type(exc).__name__}: {detail})"
+        ) from None
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"no video stream in {shown}")
+    return container, container.streams.video[0]
+
+
+def _stream_fps(stream: Any) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    return 0.0
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def iter_video_frames(
+    path: PathLike, *, max_frames: int | None = None, step: int = 1
+) -> Iterator[Frame]:
+    """Decode a video file or URL with PyAV and yield BGR frames.
+
+    Every decoded frame gets ``seq`` = its index in decode order; only frames with
+    ``seq % step == 0`` are yielded, at most ``max_frames`` of them. A packet that fails
+    to decode is logged and skipped; a source that cannot be opened raises
+    :class:`SourceError` immediately (at call time, not on first iteration), as does one
+    from which not a single frame can be decoded.
+    """
+    _check_limits(max_frames, step)
+    container, stream = _open_input(path)
+    return _decode(container, stream, _show(path), max_frames, step)
+
+
+def _decode(
+    container: Any, stream: Any, shown: str, max_frames: int | None, step: int
+) -> Iterator[Frame]:
+    fps = _stream_fps(stream)
+    start = stream.start_time
+    seq = -1
+    yielded = 0
+    errors = 0
+    consecutive = 0
+    last_ts = -1
+    try:
+        if max_frames == 0:
+            return
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except _AV_ERRORS as exc:
+                # A read error in the container (e.g. a truncated file): end of usable data.
+                if seq < 0:
+                    raise SourceError(
+                        f"cannot read video source {shown}: "
+                        f"{type(exc).__name__}: {redact_url(str(exc))}"
+                    ) from None
+                log.warning(
+                    "stopping read of %s after frame %d: %s", shown, seq, redact_url(str(exc))
+                )
+                break
+            try:
+                decoded = packet.decode()
+            except _AV_ERRORS as exc:
+                errors += 1
+                consecutive += 1
+                log.warning(
+                    "skipping undecodable packet in %s (after frame %d): %s",
+                    shown,
+                    seq,
+                    redact_url(str(exc)),
+                )
+                if consecutive >= _MAX_CONSECUTIVE_DECODE_ERRORS:
+                    raise SourceError(
+                        f"video source {shown} is corrupt: {consecutive} packets in a row "
+                        "failed to decode"
+                    ) from None
+                continue
+            consecutive = 0
+            for vf in decoded:
+                seq += 1
+                if seq % step:
+                    continue
+                ts_ms = _timestamp_ms(vf, stream, start, seq, fps)
+                ts_ms = max(ts_ms, last_ts)  # keep timestamps monotonic on broken pts
+                last_ts = ts_ms
+                image = vf.to_ndarray(format="bgr24")
+                yield Frame(seq=seq, ts_ms=ts_ms, image=np.ascontiguousarray(image))
+                yielded += 1
+                if max_frames is not None and yielded >= max_frames:
+                    return
+        if seq < 0 and errors:
+            raise SourceError(
+                f"no decodable frames in video source {shown} ({errors} packets failed to decode)"
+            )
+    finally:
+        container.close()
+
+
+def _timestamp_ms(vf: Any, stream: Any, start: int | None, seq: int, fps: float) -> int:
+    pts = vf.pts
+    time_base = vf.time_base or stream.time_base
+    if pts is not None and time_base is not None:
+        if start is not None:
+            pts -= start
+        return int(round(float(pts * time_base) * 1000.0))
+    if fps > 0:
+        return int(round(seq / fps * 1000.0))
+    return 0
+
+
+def _numbered_images(path: Path) -> list[tuple[int, Path]]:
+    """Images in ``path`` with an integer stem, sorted by that number."""
+    found: dict[int, Path] = {}
+    skipped = 0
+    for entry in path.iterdir():
+        if not entry.is_file() or entry.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        stem = entry.stem
+        if not stem.isdigit():
+            skipped += 1
+            continue
+        index = int(stem)
+        if index in found:
+            keep, drop = sorted([found[index], entry])
+            log.warning(
+                "frame folder %s: %s and %s have the same number; using %s",
+                path,
+                keep.name,
+                drop.name,
+                keep.name,
+            )
+            found[index] = keep
+            continue
+        found[index] = entry
+    if skipped:
+        log.warning("frame folder %s: ignoring %d image(s) without a numeric name", path, skipped)
+    return sorted(found.items())
+
+
+def iter_frame_dir(
+    path: PathLike,
+    *,
+    max_frames: int | None = None,
+    step: int = 1,
+    fps: float = DEFAULT_DIR_FPS,
+) -> Iterator[Frame]:
+    """Yield frames from a folder of numbered images (STC layout ``000.jpg, 001.jpg, ...``).
+
+    Images are ordered by the number in their stem, which is also their ``seq``;
+    ``ts_ms = seq / fps * 1000``. With ``step`` > 1 only images whose number is a
+    multiple of ``step`` are read. A missing or empty folder raises :class:`SourceError`
+    at call time; an image that cannot be decoded raises :class:`SourceError` naming the
+    file when it is reached (the caller decides whether to skip it and go on).
+    """
+    _check_limits(max_frames, step)
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"frame folder not found: {p}")
+    if not p.is_dir():
+        raise SourceError(f"not a frame folder: {p}")
+    images = _numbered_images(p)
+    if not images:
+        raise SourceError(
+            f"frame folder is empty: {p} (no numbered {'/'.join(sorted(IMAGE_SUFFIXES))} files)"
+        )
+    return _read_images(images, max_frames, step, fps)
+
+
+def _read_images(
+    images: list[tuple[int, Path]], max_frames: int | None, step: int, fps: float
+) -> Iterator[Frame]:
+    yielded = 0
+    for index, file in images:
+        if max_frames is not None and yielded >= max_frames:
+            return
+        if index % step:
+            continue
+        yield Frame(seq=index, ts_ms=int(round(index / fps * 1000.0)), image=_read_image(file))
+        yielded += 1
+
+
+def _read_image(file: Path) -> np.ndarray:
+    try:
+        data = np.fromfile(file, dtype=np.uint8)
+    except OSError as exc:
+        raise SourceError(f"cannot read image {file}: {exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise SourceError(f"unreadable image {file}: not a valid image or truncated")
+    return image
+
+
+def iter_frames(path: PathLike, **kw: Any) -> Iterator[Frame]:
+    """Frames from a frame folder (if ``path`` is a directory) or a video file / URL.
+
+    Keyword arguments go to :func:`iter_frame_dir` or :func:`iter_video_frames`.
+    """
+    if not _is_url(path) and Path(path).is_dir():
+        return iter_frame_dir(path, **kw)
+    return iter_video_frames(path, **kw)
+
+
+def video_info(path: PathLike) -> VideoInfo:
+    """Size, frame rate and (possibly estimated) frame count of a video or frame folder.
+
+    For a frame folder the size comes from the first image, ``fps`` is
+    :data:`DEFAULT_DIR_FPS` and ``frames`` is the number of numbered images.
+    """
+    if not _is_url(path) and Path(path).is_dir():
+        p = Path(path)
+        images = _numbered_images(p)
+        if not images:
+            raise SourceError(f"frame folder is empty: {p}")
+        h, w = _read_image(images[0][1]).shape[:2]
+        return VideoInfo(width=w, height=h, fps=DEFAULT_DIR_FPS, frames=len(images))
+    container, stream = _open_input(path)
+    try:
+        fps = _stream_fps(stream)
+        frames = int(stream.frames or 0)
+        if frames <= 0 and fps > 0:
+            duration_s = 0.0
+            if stream.duration is not None and stream.time_base is not None:
+                duration_s = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration_s = container.duration / av.time_base
+            frames = int(round(duration_s * fps))
+        cc = stream.codec_context
+        return VideoInfo(width=int(cc.width), height=int(cc.height), fps=fps, frames=frames)
+    finally:
+        container.close()
+
+
+# --------------------------------------------------------------------------- writing
+
+_warned_fallback = False
+
+
+def _pick_codec() -> str:
+    """``libx264`` if this PyAV build can encode with it, else ``mpeg4`` (warned once)."""
+    global _warned_fallback
+    if "libx264" in av.codecs_available:
+        try:
+            av.codec.Codec("libx264", "w")
+            return "libx264"
+        except Exception:  # any failure means "not usable"
+            pass
+    if not _warned_fallback:
+        log.warning("PyAV has no libx264 encoder; writing MP4 with mpeg4 instead")
+        _warned_fallback = True
+    return "mpeg4"
+
+
+class VideoWriter:
+    """Write BGR frames to an MP4 file (H.264 ``yuv420p``; ``mpeg4`` if x264 is missing).
+
+    ``width``/``height`` are the size of the frames passed to :meth:`write`. H.264 with
+    4:2:0 chroma needs even dimensions, so an odd width or height is padded by one pixel
+    (edge-replicated) in the file. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        fps: float,
+        width: int,
+        height: int,
+        *,
+        crf: int = 23,
+        gop: int | None = None,
+    ) -> None:
+        if not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        if width <= 0 or height <= 0:
+            raise ValueError(f"frame size must be positive, got {width}x{height}")
+        self.path = Path(path)
+        self.width = int(width)
+        self.height = int(height)
+        self._out_w = self.width + self.width % 2
+        self._out_h = self.height + self.height % 2
+        self.codec = _pick_codec()
+        self.frames_written = 0
+        self._closed = False
+        rate = Fraction(fps).limit_denominator(1001)
+        try:
+            self._container = av.open(
+                os.fspath(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
+            )
+        except _AV_ERRORS as exc:
+            raise SourceError(f"cannot create video file {self.path}: {exc}") from None
+        try:
+            stream = self._container.add_stream(self.codec, rate=rate)
+            stream.width = self._out_w
+            stream.height = self._out_h
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = 1 / rate
+            if gop is not None:
+                stream.codec_context.gop_size = int(gop)
+            if self.codec == "libx264":
+                stream.options = {"crf": str(int(crf)), "preset": "veryfast"}
+            else:
+                # mpeg4 has no CRF; qscale 2..31 roughly tracks it (lower = better).
+                stream.codec_context.qscale = max(2, min(31, int(crf) // 5))
+                stream.codec_context.bit_rate = 0
+        except Exception:
+            self._container.close()
+            raise
+        self._stream = stream
+
+    def write(self, bgr: np.ndarray) -> None:
+        """Append one frame: BGR ``uint8`` ``(height, width, 3)`` (grayscale HxW accepted)."""
+        if self._closed:
+            raise ValueError(f"write to closed VideoWriter ({self.path})")
+        image = np.asarray(bgr)
+        if image.dtype != np.uint8:
+            raise ValueError(f"frame dtype must be uint8, got {image.dtype}")
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if image.shape != (self.height, self.width, 3):
+            raise ValueError(
+                f"frame shape {image.shape} does not match the writer's "
+                f"{(self.height, self.width, 3)}"
+            )
+        if (self._out_w, self._out_h) != (self.width, self.height):
+            image = cv2.copyMakeBorder(
+                image,
+                0,
+                self._out_h - self.height,
+                0,
+                self._out_w - self.width,
+                cv2.BORDER_REPLICATE,
+            )
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        vf = vf.reformat(format="yuv420p")
+        vf.pts = self.frames_written
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort: do not leave an encoder open
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.close()

@@ -1,0 +1,187 @@
+"""``vigil``: the one command-line entry point for every role."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vigil.config import ConfigError, VigilConfig, load_config
+
+log = logging.getLogger("vigil")
+
+DEMO_CLIP = Path(__file__).resolve().parent.parent / "tests" / "data" / "campus_clip.mp4"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's input being wrong: printed, not traced."""
+    from detector.encoders import WeightsError
+    from detector.scorer import EncoderMismatchError
+    from scenes.checkpoint import CheckpointError
+    from scenes.registry import UnknownSceneError
+    from streamer.video import SourceError
+
+    return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
+            EncoderMismatchError)
+
+
+def _registry(cfg: VigilConfig, override: Path | None):
+    from scenes.registry import SceneRegistry
+
+    return SceneRegistry(override or cfg.scenes.root)
+
+
+def _encoder(cfg: VigilConfig, weights: Path | None):
+    from detector.encoders import Encoder
+
+    return Encoder(cfg.encoder.name, weights or cfg.encoder.weights)
+
+
+def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    from dataclasses import replace
+
+    from training.data import load_scene_frames, stc_training_videos
+    from training.train import settings_summary, train_scene
+
+    settings = cfg.training
+    overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
+    if args.model:
+        overrides["model"] = args.model
+    settings = replace(settings, **overrides)
+    if args.stc_root:
+        videos = stc_training_videos(args.stc_root, args.scene)
+    elif args.videos:
+        videos = args.videos
+    else:
+        raise ConfigError("give training footage: --videos PATH... or --stc-root ROOT")
+    encoder = _encoder(cfg, args.encoder_weights)
+    data = load_scene_frames(videos, settings.input_size, settings.holdout_fraction,
+                             settings.frame_stride, settings.max_frames_per_video)
+    log.info("scene %s: training %s on %d frames (%d held out for calibration)",
+             args.scene, settings.model, len(data.train), len(data.holdout))
+    result = train_scene(encoder, data.train, data.holdout, settings, progress=not args.quiet)
+    registry = _registry(cfg, args.registry)
+    folder = registry.save(args.scene, result.model, {
+        "training": {**data.summary, "settings": settings_summary(settings),
+                     "history": result.history, "seconds": round(result.seconds, 1)},
+    })
+    cal = result.model.calibration
+    assert cal is not None
+    print(json.dumps({
+        "scene": args.scene, "checkpoint": str(folder), "seconds": round(result.seconds, 1),
+        "final_nll_per_dim": round(result.history[-1]["nll_per_dim"], 4),
+        "threshold_raw": round(cal.threshold, 4), "threshold_method": cal.method,
+        "false_alarm_rate": cal.false_alarm_rate,
+    }))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    from detector.offline import score_source
+    from detector.scorer import FrameScorer
+
+    registry = _registry(cfg, args.registry)
+    model, _meta = registry.load(args.scene)
+    scorer = FrameScorer(_encoder(cfg, args.encoder_weights), model, args.scene, cfg.detector.device)
+    out = args.out or Path("runs") / f"score-{args.scene}-{Path(args.source).name}"
+    summary = score_source(scorer, args.source, out, cfg.detector.batch_size,
+                           write_video=not args.no_video, progress=not args.quiet)
+    print(json.dumps({
+        "frames": summary.frames, "above_threshold": summary.above_threshold,
+        "max_score": round(summary.max_score, 4), "csv": str(summary.csv),
+        "video": str(summary.video) if summary.video else None,
+        "timeline": str(summary.timeline) if summary.timeline else None,
+    }))
+    return 0
+
+
+def cmd_scenes(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    from scenes.checkpoint import read_meta
+
+    registry = _registry(cfg, args.registry)
+    for scene in registry.scenes():
+        meta = read_meta(registry.path(scene))
+        cal = meta["calibration"]
+        print(f"{scene}\t{meta['kind']}\t{meta['encoder']['name']}\tthreshold {cal['threshold']:.4f}"
+              f" ({cal['method']}, FAR {cal['false_alarm_rate']})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    """Train a scene on the first part of the shipped clip and score the whole clip."""
+    from dataclasses import replace
+
+    out = args.out
+    cfg.scenes.root = out / "scenes"
+    cfg.training = replace(cfg.training, epochs=args.epochs)
+    train_args = argparse.Namespace(scene="campus", videos=[DEMO_CLIP], stc_root=None, epochs=None,
+                                    seed=None, model=None, encoder_weights=None, registry=None,
+                                    quiet=args.quiet)
+    cmd_train(train_args, cfg)
+    score_args = argparse.Namespace(scene="campus", source=DEMO_CLIP, out=out / "score",
+                                    encoder_weights=None, registry=None, no_video=False,
+                                    quiet=args.quiet)
+    cmd_score(score_args, cfg)
+    print(f"demo outputs in {out}/score: scores.csv, overlay.mp4, timeline.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vigil", description="vigilflow: video anomaly detection")
+    p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--registry", type=Path, help="scene checkpoint root (overrides scenes.root)")
+        sp.add_argument("--encoder-weights", type=Path, help="encoder weights file")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    t = sub.add_parser("train", help="train a scene model on normal footage")
+    t.add_argument("--scene", required=True)
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--videos", nargs="+", type=Path, help="normal training videos of the scene")
+    src.add_argument("--stc-root", type=Path, help="STC-layout root: use ROOT/training/videos/SCENE_*")
+    t.add_argument("--model", choices=["cflow"], help="model kind (default: training.model)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int)
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("score", help="score a video or frame folder with a scene model")
+    s.add_argument("--scene", required=True)
+    s.add_argument("source", type=Path, help="video file or folder of frames")
+    s.add_argument("-o", "--out", type=Path, help="output folder (default runs/score-SCENE-NAME)")
+    s.add_argument("--no-video", action="store_true", help="skip the overlay MP4")
+    common(s)
+    s.set_defaults(func=cmd_score)
+
+    sc = sub.add_parser("scenes", help="list trained scenes")
+    common(sc)
+    sc.set_defaults(func=cmd_scenes)
+
+    d = sub.add_parser("demo", help="train on the shipped campus clip and score it")
+    d.add_argument("-o", "--out", type=Path, default=Path("runs/demo"))
+    d.add_argument("--epochs", type=int, default=4)
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config)
+        return args.func(args, cfg)
+    except _user_errors() as exc:
+        print(f"vigil: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
