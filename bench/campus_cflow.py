@@ -30,12 +30,15 @@ from training.data import load_scene_frames, stc_training_videos  # noqa: E402
 from training.evaluate import evaluate_scene, pooled  # noqa: E402
 from training.train import TrainSettings, fit_normal_statistics, settings_summary, train_scene  # noqa: E402
 
+# name: (per-position normalisation, how the frame score is read off the map)
 VARIANTS = {
-    "layer-norm, max": (False, ScoreSettings("max")),
-    "layer-norm, top-1%": (False, ScoreSettings("topk", 0.01)),
-    "position-norm, max": (True, ScoreSettings("max")),
-    "position-norm, top-1%": (True, ScoreSettings("topk", 0.01)),
-    "position-norm, top-0.1%": (True, ScoreSettings("topk", 0.001)),
+    "layer-norm, max": (False, ScoreSettings("max", blur_sigma=0)),
+    "layer-norm, blur4, max": (False, ScoreSettings("max", blur_sigma=4)),
+    "position-norm, max": (True, ScoreSettings("max", blur_sigma=0)),
+    "position-norm, top-1%": (True, ScoreSettings("topk", 0.01, blur_sigma=0)),
+    "position-norm, blur4, max": (True, ScoreSettings("max", blur_sigma=4)),
+    "position-norm, blur4, top-0.1%": (True, ScoreSettings("topk", 0.001, blur_sigma=4)),
+    "position-norm, blur8, max": (True, ScoreSettings("max", blur_sigma=8)),
 }
 
 
@@ -59,7 +62,8 @@ def main() -> None:
     evals: dict[str, list] = {name: [] for name in VARIANTS}
     for scene in args.scenes.split(","):
         t0 = time.perf_counter()
-        data = load_scene_frames(stc_training_videos(args.root, scene), settings.input_size)
+        data = load_scene_frames(stc_training_videos(args.root, scene), settings.input_size,
+                                 settings.holdout_fraction)
         result = train_scene(encoder, data.train, data.holdout, settings)
         train_s = time.perf_counter() - t0
         registry.save(scene, result.model, {"training": {**data.summary, "history": result.history}})
@@ -79,7 +83,7 @@ def main() -> None:
             "peak_rss_mb_after_training": round(peak_rss_mb()),
             "eval_seconds_all_variants": round(eval_s, 1),
             "final_train_nll_per_dim": result.history[-1]["nll_per_dim"],
-            "holdout_nll_per_dim": float(sum(float(m.mean()) for m in result.holdout_nll) / len(result.holdout_nll)),
+            "holdout_nll_per_dim": sum(float(m.mean()) for m in result.holdout_nll) / len(result.holdout_nll),
         }
         for name, ev in scene_evals.items():
             evals[name].append(ev)
@@ -88,11 +92,11 @@ def main() -> None:
     for name, scene_evals in evals.items():
         if len(scene_evals) > 1:
             report["variants"][name]["pooled"] = pooled(scene_evals)
-    print(f"\n{'frame score':26s} " + " ".join(f"{s:>16s}" for s in [*args.scenes.split(","), "pooled"]))
-    print(f"{'':26s} " + " ".join(f"{'frame / pixel':>16s}" for _ in range(len(args.scenes.split(",")) + 1)))
+    print(f"\n{'frame score':32s} " + " ".join(f"{s:>16s}" for s in [*args.scenes.split(","), "pooled"]))
+    print(f"{'':32s} " + " ".join(f"{'frame / pixel':>16s}" for _ in range(len(args.scenes.split(",")) + 1)))
     for name, per_scene in report["variants"].items():
         cells = [f"{m['frame_auroc']:.3f} / {m['pixel_auroc']:.3f}" for m in per_scene.values()]
-        print(f"{name:26s} " + " ".join(f"{c:>16s}" for c in cells))
+        print(f"{name:32s} " + " ".join(f"{c:>16s}" for c in cells))
     print(f"\npeak RSS {peak_rss_mb():.0f} MB")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))

@@ -14,6 +14,7 @@ off the map by a reduction (maximum or mean of the top-k fraction of pixels).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -93,12 +94,27 @@ def nll_per_dim(log_p_maps: Sequence[torch.Tensor], feature_dims: Sequence[int])
     return [-lp / d for lp, d in zip(log_p_maps, feature_dims, strict=True)]
 
 
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per-image Gaussian blur of (B, H, W) maps (reflect padding)."""
+    # Reflect padding needs the radius below the map size; a wider kernel adds nothing.
+    radius = min(max(1, int(math.ceil(3 * sigma))), min(maps.shape[-2:]) - 1)
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = F.pad(maps.unsqueeze(1), (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))
+    out = F.conv2d(out, kernel.view(1, 1, -1, 1))
+    return out.squeeze(1)
+
+
 def anomaly_map(
     nll_maps: Sequence[torch.Tensor],
     stats: MapStatistics,
     size: tuple[int, int],
+    blur_sigma: float = 0.0,
 ) -> torch.Tensor:
-    """Standardise each layer's NLL map, upsample to ``size`` and average: (B, H, W)."""
+    """Standardise each layer's NLL map, upsample to ``size``, average and optionally
+    blur (``blur_sigma`` in output pixels, 0 = off): (B, H, W)."""
     total = None
     for i, nll in enumerate(nll_maps):
         if stats.position_mean is not None and stats.position_std is not None:
@@ -109,7 +125,8 @@ def anomaly_map(
         up = F.interpolate(z, size=size, mode="bilinear", align_corners=False).squeeze(1)
         total = up if total is None else total + up
     assert total is not None, "no layers"
-    return total / len(nll_maps)
+    total = total / len(nll_maps)
+    return gaussian_blur(total, blur_sigma) if blur_sigma > 0 else total
 
 
 def frame_score(maps: torch.Tensor, reduction: Reduction = "topk", topk: float = 0.01) -> torch.Tensor:

@@ -46,9 +46,9 @@ class Calibration:
         else:
             beta = max(float(scores.std(ddof=1)) * math.sqrt(6) / math.pi, 1e-9)
             mu = float(scores.mean()) - EULER_GAMMA * beta
-            threshold, method = mu - beta * math.log(-math.log(q)), "gumbel"
+            # An extrapolated tail quantile is never below the largest normal score seen.
+            threshold, method = max(mu - beta * math.log(-math.log(q)), float(scores[-1])), "gumbel"
         # A threshold at or below the median would make the scale meaningless.
-        threshold = max(threshold, float(scores[-1]) if method == "gumbel" else threshold)
         if threshold <= center:
             threshold = center + max(float(scores.std()), 1e-6)
         return cls(false_alarm_rate, threshold, center, method, tuple(float(s) for s in scores))

@@ -97,7 +97,14 @@ def _map_state_dict(
 
     full = timm.create_model(spec.timm_name, pretrained=False).state_dict()
     if not spec.by_order:
-        return {k.removeprefix("module."): v for k, v in source.items()}
+        mapped = {k.removeprefix("module."): v for k, v in source.items()}
+        unexpected = [k for k in mapped if k not in full]
+        if unexpected:
+            raise WeightsError(
+                f"encoder weights {path} hold {len(unexpected)} tensors {spec.timm_name} does not "
+                f"have (first: {unexpected[:3]}): not weights for this encoder"
+            )
+        return mapped
     if len(source) != len(full):
         raise WeightsError(
             f"encoder weights {path} have {len(source)} tensors, "

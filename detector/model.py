@@ -33,8 +33,9 @@ def build_head(kind: str, config: dict) -> nn.Module:
 class ScoreSettings:
     """How a frame score is read off the anomaly map."""
 
-    reduction: Reduction = "topk"
-    topk: float = 0.01
+    reduction: Reduction = "max"
+    topk: float = 0.001
+    blur_sigma: float = 4.0
 
 
 def to_input(frames_bgr: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -86,7 +87,7 @@ class SceneModel:
         """Calibrated maps and scores from per-layer NLL maps (see :meth:`nll_maps`)."""
         if self.stats is None or self.calibration is None:
             raise RuntimeError("scene model is not calibrated (not trained?)")
-        maps = anomaly_map(nll, self.stats, (self.input_size, self.input_size))
+        maps = anomaly_map(nll, self.stats, (self.input_size, self.input_size), self.settings.blur_sigma)
         raw = frame_score(maps, self.settings.reduction, self.settings.topk).double().cpu().numpy()
         cal = self.calibration
         return ScoredBatch(

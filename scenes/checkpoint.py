@@ -13,6 +13,8 @@ Nothing is pickled. Loading checks the format version and reports clearly what i
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -45,7 +47,6 @@ def save_checkpoint(model: SceneModel, path: str | Path, extra: dict | None = No
     if model.stats is None or model.calibration is None:
         raise CheckpointError("refusing to save a scene model without statistics and calibration")
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     tensors.update(model.stats.tensors())
     meta = {
@@ -58,14 +59,24 @@ def save_checkpoint(model: SceneModel, path: str | Path, extra: dict | None = No
         "normalisation": model.stats.meta(),
         "calibration": model.calibration.to_dict(),
         "score": asdict(model.settings),
-        **(extra or {}),
     }
-    # Write to temporary names first so that a crash never leaves half a checkpoint.
-    tmp_weights, tmp_meta = folder / (WEIGHTS_FILE + ".tmp"), folder / (META_FILE + ".tmp")
-    save_file(tensors, str(tmp_weights), metadata={"format_version": str(FORMAT_VERSION)})
-    tmp_meta.write_text(json.dumps(meta, indent=2))
-    tmp_weights.replace(folder / WEIGHTS_FILE)
-    tmp_meta.replace(folder / META_FILE)
+    clash = sorted(set(meta) & set(extra or {}))
+    if clash:
+        raise CheckpointError(f"extra checkpoint metadata may not replace {clash}")
+    meta.update(extra or {})
+    # Write a complete new folder beside the old one, then swap: a crash never leaves
+    # new weights next to old metadata.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format_version": str(FORMAT_VERSION)})
+    (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+    retired = folder.with_name(f".{folder.name}.old")
+    if retired.exists():
+        shutil.rmtree(retired)
+    if folder.exists():
+        folder.replace(retired)
+    staging.replace(folder)
+    shutil.rmtree(retired, ignore_errors=True)
     return folder
 
 

@@ -21,9 +21,13 @@ class UnknownSceneError(KeyError):
         return str(self.args[0])
 
 
+class InvalidSceneIdError(ValueError):
+    """A scene id that cannot name a checkpoint folder."""
+
+
 def validate_scene_id(scene: str) -> str:
     if not SCENE_ID.match(scene):
-        raise ValueError(
+        raise InvalidSceneIdError(
             f"invalid scene id {scene!r}: use letters, digits, '_', '-', '.' (max 64 chars)"
         )
     return scene

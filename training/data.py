@@ -51,7 +51,7 @@ def _read(path: Path, size: int, stride: int, limit: int | None) -> list[np.ndar
 def load_scene_frames(
     sources: Sequence[str | Path],
     size: int,
-    holdout_fraction: float = 0.2,
+    holdout_fraction: float = 0.25,
     frame_stride: int = 1,
     max_frames_per_video: int | None = None,
 ) -> SceneFrames:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 from tqdm.auto import tqdm
@@ -39,26 +39,27 @@ class TrainSettings:
     """
 
     model: str = "cflow"
-    input_size: int = 256
-    epochs: int = 8
-    image_batch: int = 16
-    fiber_batch: int = 1024
-    lr: float = 2e-4
-    warmup_epochs: int = 2
-    lr_decay_floor: float = 1e-3  # final lr = lr * floor (official: 0.1 ** 3)
-    coupling_blocks: int = 8
-    cond_dim: int = 128
-    clamp: float = 1.9
+    input_size: int = Field(default=256, ge=32)
+    epochs: int = Field(default=8, ge=1)
+    image_batch: int = Field(default=16, ge=1)
+    fiber_batch: int = Field(default=1024, ge=1)
+    lr: float = Field(default=2e-4, gt=0)
+    warmup_epochs: int = Field(default=2, ge=0)
+    lr_decay_floor: float = Field(default=1e-3, gt=0, le=1)  # final lr = lr * floor (official: 0.1**3)
+    coupling_blocks: int = Field(default=8, ge=1)
+    cond_dim: int = Field(default=128, ge=4, multiple_of=4)
+    clamp: float = Field(default=1.9, gt=0)
     seed: int = 0
-    feature_cache_mb: int = 4096
-    reduction: Reduction = "topk"
-    topk: float = 0.01
+    feature_cache_mb: int = Field(default=4096, ge=0)
+    reduction: Reduction = "max"
+    topk: float = Field(default=0.001, gt=0, le=1)
+    blur_sigma: float = Field(default=4.0, ge=0)
     position_norm: bool = True
-    false_alarm_rate: float = 0.001
-    threads: int | None = None
-    holdout_fraction: float = 0.2
-    frame_stride: int = 1
-    max_frames_per_video: int | None = None
+    false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
+    threads: int | None = Field(default=None, ge=1)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    frame_stride: int = Field(default=1, ge=1)
+    max_frames_per_video: int | None = Field(default=None, ge=1)
 
 
 @dataclass
@@ -197,7 +198,8 @@ def fit_normal_statistics(
     stats = MapStatistics.from_nll(holdout_nll, position_norm)
     raw = []
     for i in range(0, holdout_nll[0].shape[0], 32):
-        maps = anomaly_map([m[i : i + 32] for m in holdout_nll], stats, (input_size, input_size))
+        maps = anomaly_map([m[i : i + 32] for m in holdout_nll], stats, (input_size, input_size),
+                           settings.blur_sigma)
         raw.append(frame_score(maps, settings.reduction, settings.topk))
     return stats, Calibration.fit(torch.cat(raw).double().numpy(), false_alarm_rate)
 
@@ -229,7 +231,7 @@ def train_scene(
     model = SceneModel(
         kind=settings.model, head=head, encoder=encoder.name, encoder_digest=encoder.digest,
         input_size=settings.input_size,
-        settings=ScoreSettings(reduction=settings.reduction, topk=settings.topk),
+        settings=ScoreSettings(settings.reduction, settings.topk, settings.blur_sigma),
     )
     holdout_nll = measure_normal(model, encoder, holdout_frames, settings.image_batch)
     model.stats, model.calibration = fit_normal_statistics(

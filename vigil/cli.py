@@ -21,11 +21,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from detector.encoders import WeightsError
     from detector.scorer import EncoderMismatchError
     from scenes.checkpoint import CheckpointError
-    from scenes.registry import UnknownSceneError
+    from scenes.registry import InvalidSceneIdError, UnknownSceneError
     from streamer.video import SourceError
 
     return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
-            EncoderMismatchError)
+            InvalidSceneIdError, EncoderMismatchError)
 
 
 def _registry(cfg: VigilConfig, override: Path | None):
@@ -43,9 +43,11 @@ def _encoder(cfg: VigilConfig, weights: Path | None):
 def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     from dataclasses import replace
 
+    from scenes.registry import validate_scene_id
     from training.data import load_scene_frames, stc_training_videos
     from training.train import settings_summary, train_scene
 
+    validate_scene_id(args.scene)  # before training, not after it
     settings = cfg.training
     overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
     if args.model:

@@ -1,0 +1,146 @@
+"""``vigil`` end to end, in process: train a tiny scene on the shipped clip, score the clip."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from streamer.video import iter_video_frames
+from tests.conftest import CLIP, CLIP_FRAMES
+from vigil.cli import main
+
+TINY_CONFIG = """\
+training:
+  input_size: 128
+  epochs: 3              # the command line's --epochs 1 wins
+  image_batch: 8
+  fiber_batch: 2048
+  coupling_blocks: 2
+  cond_dim: 32
+  blur_sigma: 2.0
+  max_frames_per_video: 32
+  holdout_fraction: 0.25 # 32 frames: 24 to train on, 8 to calibrate
+  false_alarm_rate: 0.001
+  feature_cache_mb: 256
+detector:
+  batch_size: 16
+"""
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def vigil(*argv: str | Path) -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+@dataclass
+class Trained:
+    config: Path
+    registry: Path
+    train: Run
+    score: Run
+    out: Path
+
+
+@pytest.fixture(scope="module")
+def trained_cli(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    registry, out = root / "registry", root / "out"
+    train = vigil("--config", config, "train", "--scene", "t", "--videos", CLIP, "--epochs", "1",
+                  "--registry", registry, "-q")
+    score = vigil("--config", config, "score", "--scene", "t", CLIP, "-o", out,
+                  "--registry", registry, "-q")
+    return Trained(config, registry, train, score, out)
+
+
+def test_train_writes_a_checkpoint(trained_cli: Trained) -> None:
+    assert trained_cli.train.code == 0, trained_cli.train.err
+    report = json.loads(trained_cli.train.out.strip().splitlines()[-1])
+    assert report["scene"] == "t"
+    assert report["threshold_method"] == "gumbel"
+    meta = json.loads((trained_cli.registry / "t" / "meta.json").read_text())
+    assert meta["input_size"] == 128
+    training = meta["training"]
+    assert training["settings"]["epochs"] == 1
+    assert len(training["history"]) == 1
+    assert (training["train_frames"], training["holdout_frames"]) == (24, 8)
+
+
+def test_score_writes_csv_video_and_timeline(trained_cli: Trained) -> None:
+    assert trained_cli.score.code == 0, trained_cli.score.err
+    summary = json.loads(trained_cli.score.out.strip().splitlines()[-1])
+    assert summary["frames"] == CLIP_FRAMES
+    out = trained_cli.out
+    with (out / "scores.csv").open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["seq", "score", "raw"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(CLIP_FRAMES))
+    scores = [float(r[1]) for r in rows[1:]]
+    assert all(s == s for s in scores)  # no NaN
+    assert sum(s >= 1.0 for s in scores) == summary["above_threshold"]
+    frames = list(iter_video_frames(out / "overlay.mp4"))
+    assert len(frames) == CLIP_FRAMES
+    assert frames[0].image.shape == (192, 256, 3)
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scenes_lists_the_trained_scene(trained_cli: Trained) -> None:
+    run = vigil("--config", trained_cli.config, "scenes", "--registry", trained_cli.registry)
+    assert run.code == 0
+    assert run.out.startswith("t\tcflow\ttf_efficientnet_lite0\tthreshold ")
+
+
+def test_score_unknown_scene_exits_2(trained_cli: Trained, tmp_path: Path) -> None:
+    run = vigil("--config", trained_cli.config, "score", "--scene", "nope", CLIP, "-o", tmp_path,
+                "--registry", trained_cli.registry, "-q")
+    assert run.code == 2
+    assert "vigil: error: unknown scene 'nope'" in run.err
+    assert "known scenes: t" in run.err
+    assert "Traceback" not in run.err
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  epoch: 3\n")
+    run = vigil("--config", bad, "scenes", "--registry", tmp_path)
+    assert run.code == 2
+    assert "training.epoch: unknown key" in run.err
+
+
+def test_train_unreadable_video_exits_2(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(TINY_CONFIG)
+    run = vigil("--config", config, "train", "--scene", "x", "--videos", text,
+                "--registry", tmp_path / "reg", "-q")
+    assert run.code == 2
+    assert "notes.mp4" in run.err
+
+
+def test_train_without_footage_exits_2(tmp_path: Path) -> None:
+    run = vigil("train", "--scene", "x", "--registry", tmp_path, "-q")
+    assert run.code == 2
+    assert "--videos" in run.err
+
+
+def test_invalid_scene_id_exits_2(tmp_path: Path) -> None:
+    run = vigil("score", "--scene", "../evil", CLIP, "-o", tmp_path / "o", "--registry", tmp_path, "-q")
+    assert run.code == 2
+    assert "invalid scene id" in run.err
