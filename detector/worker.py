@@ -1,0 +1,240 @@
+"""The detector worker: frames in from ``vigil.frames``, maps and scores out to ``vigil.scores``.
+
+One loop, per micro-batch:
+
+1. poll up to ``max_batch`` frame records, waiting at most ``max_wait_ms`` for the batch to
+   fill (frames of all cameras share a batch);
+2. parse and decode each record; a record that cannot be used (garbage, undecodable JPEG,
+   unsupported schema, unknown scene) is counted by reason, logged, and skipped;
+3. one encoder pass for the whole batch, then each scene's flow head on its own frames
+   (heads come from the scene registry through a memory-bounded cache);
+4. publish one :class:`~streamer.messages.ScoreMessage` per frame, flush, and only then
+   commit the batch's offsets (at-least-once: after a crash the batch is scored again and a
+   downstream consumer drops duplicates by ``(camera, seq)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel, ConfigDict, Field
+
+from detector.encoders import Encoder
+from detector.model import SceneModel, to_input
+from detector.scorer import EncoderMismatchError, check_encoder
+from scenes.checkpoint import WEIGHTS_FILE, CheckpointError
+from scenes.registry import SceneRegistry, UnknownSceneError
+from streamer.bus import CommitFailedError, Consumer, Producer, Record
+from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
+
+log = logging.getLogger(__name__)
+
+
+class DetectorSettings(BaseModel):
+    """The ``detector:`` section of the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "cpu"
+    half: bool = Field(default=True, description="half-precision encoder on CUDA")
+    batch_size: int = Field(default=8, ge=1, description="max frames per micro-batch")
+    max_wait_ms: int = Field(default=50, ge=0, description="max wait for a micro-batch to fill")
+    group: str = "vigil-detector"
+    map_size: int = Field(default=64, ge=8, description="side of the published anomaly map")
+    map_encoding: Literal["uint8", "float16"] = "uint8"
+    cache_models: int = Field(default=16, ge=1, description="scene heads kept loaded")
+    cache_mb: int = Field(default=2048, ge=1, description="memory bound of the scene-head cache")
+
+
+class DetectorMetrics:
+    """The detector's Prometheus metrics, on the role's own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.frames_in = Counter("vigil_detector_frames_in", "frame records polled", registry=registry)
+        self.frames_scored = Counter("vigil_detector_frames_scored", "score records published",
+                                     ["camera"], registry=registry)
+        self.rejected = Counter("vigil_detector_rejected", "frame records skipped, by reason",
+                                ["reason"], registry=registry)
+        self.batch_size = Histogram("vigil_detector_batch_size", "frames per micro-batch",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry)
+        self.latency = Histogram("vigil_detector_latency_seconds", "frame capture to score published",
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=registry)
+        self.batch_seconds = Histogram("vigil_detector_batch_seconds", "model time per micro-batch",
+                                       registry=registry)
+        self.models_loaded = Gauge("vigil_detector_models_loaded", "scene heads in the cache",
+                                   registry=registry)
+        self.last_batch = Gauge("vigil_detector_last_batch_timestamp", "time of the last batch",
+                                registry=registry)
+
+
+@dataclass
+class LoadedScene:
+    model: SceneModel
+    model_id: str
+    bytes: int
+
+
+class SceneCache:
+    """Scene heads loaded from the registry, least recently used evicted beyond the bounds."""
+
+    def __init__(self, registry: SceneRegistry, encoder: Encoder, device: torch.device,
+                 max_models: int, max_bytes: int) -> None:
+        self.registry, self.encoder, self.device = registry, encoder, device
+        self.max_models, self.max_bytes = max_models, max_bytes
+        self.loaded: OrderedDict[str, LoadedScene] = OrderedDict()
+
+    def get(self, scene: str) -> LoadedScene:
+        if scene in self.loaded:
+            self.loaded.move_to_end(scene)
+            return self.loaded[scene]
+        model, _meta = self.registry.load(scene)
+        check_encoder(model, self.encoder, scene)
+        model.head.to(self.device).eval()
+        size = sum(p.numel() * p.element_size() for p in model.head.parameters())
+        digest = hashlib.sha256((self.registry.path(scene) / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
+        entry = LoadedScene(model, f"{scene}:{model.kind}:{digest}", size)
+        self.loaded[scene] = entry
+        while len(self.loaded) > 1 and (
+            len(self.loaded) > self.max_models or sum(e.bytes for e in self.loaded.values()) > self.max_bytes
+        ):
+            evicted, _ = self.loaded.popitem(last=False)
+            log.info("scene %s evicted from the model cache", evicted)
+        return entry
+
+
+def _resize_map(amap: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(amap, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class DetectorWorker:
+    """Consumes frame records, scores them per scene, publishes score records."""
+
+    def __init__(self, consumer: Consumer, producer: Producer, encoder: Encoder, registry: SceneRegistry,
+                 settings: DetectorSettings, metrics: DetectorMetrics, stop: threading.Event | None = None,
+                 frames_topic: str = FRAMES_TOPIC, scores_topic: str = SCORES_TOPIC) -> None:
+        self.consumer, self.producer = consumer, producer
+        self.settings, self.metrics = settings, metrics
+        self.stop = stop or threading.Event()
+        self.frames_topic, self.scores_topic = frames_topic, scores_topic
+        self.device = torch.device(settings.device)
+        self.encoder = encoder.to(self.device).eval()
+        self.half = settings.half and self.device.type == "cuda"
+        self.cache = SceneCache(registry, self.encoder, self.device, settings.cache_models,
+                                settings.cache_mb * 2**20)
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        log.info("detector worker started (device %s, batch %d, wait %d ms)", self.device,
+                 self.settings.batch_size, self.settings.max_wait_ms)
+        while not self.stop.is_set():
+            records = self.poll_batch()
+            if records:
+                self.process(records)
+
+    def start(self) -> DetectorWorker:
+        self._thread = threading.Thread(target=self.run, name="detector", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def poll_batch(self) -> list[Record]:
+        """Up to ``batch_size`` records, waiting at most ``max_wait_ms`` once the first arrived."""
+        s = self.settings
+        records = self.consumer.poll(max_records=s.batch_size, timeout_ms=200)
+        deadline = time.monotonic() + s.max_wait_ms / 1000
+        while records and len(records) < s.batch_size and not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            records += self.consumer.poll(max_records=s.batch_size - len(records), timeout_ms=left * 1000)
+        return records
+
+    def _reject(self, reason: str, record: Record, detail: object) -> None:
+        self.metrics.rejected.labels(reason).inc()
+        log.warning("skipping record %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset,
+                    reason, detail)
+
+    def process(self, records: list[Record]) -> int:
+        """Score, publish, flush and commit one micro-batch; returns frames scored."""
+        self.metrics.frames_in.inc(len(records))
+        frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]] = []
+        for record in records:
+            try:
+                msg = FrameMessage.from_record(record.key, record.value, record.headers)
+                image = msg.image()
+            except MessageError as exc:
+                self._reject("bad_message", record, exc)
+                continue
+            try:
+                scene = self.cache.get(msg.scene)
+            except UnknownSceneError as exc:
+                self._reject("unknown_scene", record, exc)
+                continue
+            except (CheckpointError, EncoderMismatchError) as exc:
+                self._reject("bad_checkpoint", record, exc)
+                continue
+            frames.append((msg, image, scene))
+        self.metrics.models_loaded.set(len(self.cache.loaded))
+        if frames:
+            t0 = time.perf_counter()
+            scored = self.score(frames)
+            self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+            self.metrics.batch_size.observe(len(frames))
+            for out in scored:
+                key, value, headers = out.to_record()
+                self.producer.send(self.scores_topic, key, value, headers)
+            self.producer.flush()
+            now_ms = time.time() * 1000
+            for out in scored:
+                self.metrics.frames_scored.labels(out.camera).inc()
+                self.metrics.latency.observe(max(0.0, now_ms - out.ts) / 1000)
+        try:
+            self.consumer.commit(records)
+        except CommitFailedError as exc:  # partitions moved; the batch will be redelivered
+            log.warning("offset commit failed (%s); records will be redelivered", exc)
+        self.metrics.last_batch.set_to_current_time()
+        return len(frames)
+
+    @torch.no_grad()
+    def score(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]) -> list[ScoreMessage]:
+        """One encoder pass per input size, then each scene's head on its frames."""
+        by_size: dict[int, list[int]] = defaultdict(list)
+        for i, (_msg, _img, scene) in enumerate(frames):
+            by_size[scene.model.input_size].append(i)
+        out: list[ScoreMessage | None] = [None] * len(frames)
+        for size, idx in by_size.items():
+            images = to_input([frames[i][1] for i in idx], size).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+                features = [f.float() for f in self.encoder(images)]
+            by_scene: dict[str, list[int]] = defaultdict(list)
+            for j, i in enumerate(idx):
+                by_scene[frames[i][2].model_id].append(j)
+            for rows in by_scene.values():
+                loaded = frames[idx[rows[0]]][2]
+                result = loaded.model.score([f[rows] for f in features])
+                maps = result.maps.float().cpu().numpy()
+                for r, j in enumerate(rows):
+                    msg = frames[idx[j]][0]
+                    out[idx[j]] = ScoreMessage(
+                        camera=msg.camera, scene=msg.scene, seq=msg.seq, ts=msg.ts, source=msg.source,
+                        score=float(result.scores[r]), raw=float(result.raw[r]), model=loaded.model_id,
+                        latency_ms=max(0.0, time.time() * 1000 - msg.ts),
+                        anomaly_map=_resize_map(maps[r], self.settings.map_size),
+                        map_encoding=self.settings.map_encoding,
+                    )
+        return [o for o in out if o is not None]

@@ -1,0 +1,132 @@
+"""The detector worker on the in-process bus: batching, publishing, bad input, at-least-once."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from detector.encoders import Encoder
+from detector.scorer import FrameScorer
+from detector.worker import DetectorMetrics, DetectorSettings, DetectorWorker, SceneCache
+from scenes.registry import SceneRegistry
+from streamer.bus import InProcessBus, PublishError
+from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
+from tests.conftest import TINY_SCENE
+
+
+def frame_record(image: np.ndarray, camera: str, seq: int, scene: str = TINY_SCENE):
+    return FrameMessage.from_image(image, camera=camera, scene=scene, seq=seq, ts=1_700_000_000_000 + seq,
+                                   source="replay").to_record()
+
+
+def make_worker(bus: InProcessBus, encoder: Encoder, registry: SceneRegistry, producer=None, **settings):
+    metrics = DetectorMetrics(CollectorRegistry())
+    worker = DetectorWorker(bus.consumer("det", [FRAMES_TOPIC]), producer or bus.producer(), encoder,
+                            registry, DetectorSettings(batch_size=8, max_wait_ms=0, **settings), metrics,
+                            threading.Event())
+    return worker, metrics
+
+
+def drain(worker: DetectorWorker, polls: int = 20) -> None:
+    for _ in range(polls):
+        records = worker.poll_batch()
+        if not records:
+            return
+        worker.process(records)
+
+
+def scores_of(bus: InProcessBus, group: str = "check") -> list[ScoreMessage]:
+    consumer = bus.consumer(group, [SCORES_TOPIC])
+    out: list[ScoreMessage] = []
+    while batch := consumer.poll(max_records=100, timeout_ms=50):
+        out += [ScoreMessage.from_record(r.key, r.value, r.headers) for r in batch]
+    return out
+
+
+def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_frames) -> None:
+    bus = InProcessBus(partitions=2)
+    producer = bus.producer()
+    for seq in range(6):
+        for camera in ("cam-a", "cam-b"):
+            producer.send(FRAMES_TOPIC, *frame_record(clip_frames[seq], camera, seq))
+    worker, metrics = make_worker(bus, encoder, registry)
+    drain(worker)
+    scores = scores_of(bus)
+    assert sorted((s.camera, s.seq) for s in scores) == [(c, q) for c in ("cam-a", "cam-b") for q in range(6)]
+    assert all(s.model.startswith(f"{TINY_SCENE}:cflow:") for s in scores)
+    assert bus.lag("det", [FRAMES_TOPIC]) == 0
+    # Micro-batches mix cameras; the score of a frame is what the offline scorer gives it alone.
+    model, _ = registry.load(TINY_SCENE)
+    offline = FrameScorer(encoder, model, TINY_SCENE)
+    for s in scores:
+        # The frame went through JPEG on the bus, so score the decoded JPEG offline too.
+        image = FrameMessage.from_image(clip_frames[s.seq], camera="x", scene="x", seq=0, ts=0,
+                                        source="replay").image()
+        assert s.score == pytest.approx(offline.score_batch([image])[0].score, abs=1e-4)
+    assert metrics.batch_size._sum.get() == 12
+
+
+def test_bad_records_are_counted_and_skipped(encoder, registry, clip_frames) -> None:
+    bus = InProcessBus(partitions=1)
+    producer = bus.producer()
+    good_key, good_value, good_headers = frame_record(clip_frames[0], "cam", 0)
+    producer.send(FRAMES_TOPIC, b"cam", b"garbage", [])  # no headers at all
+    producer.send(FRAMES_TOPIC, good_key, b"\xff\xd8\xffnot really a jpeg", good_headers)
+    producer.send(FRAMES_TOPIC, *frame_record(clip_frames[1], "cam", 1, scene="nowhere"))
+    wrong_schema = [(k, b"99" if k == "schema" else v) for k, v in good_headers]
+    producer.send(FRAMES_TOPIC, good_key, good_value, wrong_schema)
+    producer.send(FRAMES_TOPIC, *frame_record(clip_frames[2], "cam", 2))
+    worker, metrics = make_worker(bus, encoder, registry)
+    drain(worker)
+    assert [(s.camera, s.seq) for s in scores_of(bus)] == [("cam", 2)]
+    assert metrics.rejected.labels("bad_message")._value.get() == 3
+    assert metrics.rejected.labels("unknown_scene")._value.get() == 1
+    assert bus.lag("det", [FRAMES_TOPIC]) == 0  # bad records are committed, not retried forever
+
+
+class FailingProducer:
+    """A producer whose flush fails: the batch's scores were not stored."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def send(self, *args, **kw) -> None:
+        self.inner.send(*args, **kw)
+
+    def flush(self, timeout=None) -> None:
+        raise PublishError("broker unavailable")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_offsets_are_committed_only_after_scores_are_published(encoder, registry, clip_frames) -> None:
+    bus = InProcessBus(partitions=1)
+    producer = bus.producer()
+    for seq in range(3):
+        producer.send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
+    worker, _ = make_worker(bus, encoder, registry, producer=FailingProducer(bus.producer()))
+    with pytest.raises(PublishError):
+        worker.process(worker.poll_batch())
+    worker.consumer.close()
+    assert bus.lag("det", [FRAMES_TOPIC]) == 3  # nothing committed
+    retry, _ = make_worker(bus, encoder, registry)
+    drain(retry)
+    assert bus.lag("det", [FRAMES_TOPIC]) == 0
+    # At-least-once: the failed batch's scores may have been written too; (camera, seq) dedupes.
+    assert {s.seq for s in scores_of(bus)} == {0, 1, 2}
+
+
+def test_scene_cache_is_bounded(encoder, registry, tmp_path, scene_model) -> None:
+    many = SceneRegistry(tmp_path)
+    for scene in ("s1", "s2", "s3"):
+        many.save(scene, scene_model)
+    import torch
+
+    cache = SceneCache(many, encoder, torch.device("cpu"), max_models=2, max_bytes=2**40)
+    for scene in ("s1", "s2", "s3", "s1"):
+        assert cache.get(scene).model_id.startswith(f"{scene}:")
+    assert list(cache.loaded) == ["s3", "s1"]
