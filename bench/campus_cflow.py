@@ -49,8 +49,9 @@ def peak_rss_mb() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--select-root", type=Path, help="benchmark (other seed) to choose the variant on")
     ap.add_argument("--scenes", default="01,02")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=TrainSettings().epochs)
     ap.add_argument("--out", type=Path, default=Path("runs/campus"))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -60,6 +61,7 @@ def main() -> None:
     settings = TrainSettings(epochs=args.epochs, seed=args.seed)
     report: dict = {"settings": settings_summary(settings), "scenes": {}, "variants": {}}
     evals: dict[str, list] = {name: [] for name in VARIANTS}
+    select_evals: dict[str, list] = {name: [] for name in VARIANTS}
     for scene in args.scenes.split(","):
         t0 = time.perf_counter()
         data = load_scene_frames(stc_training_videos(args.root, scene), settings.input_size,
@@ -85,6 +87,9 @@ def main() -> None:
             "final_train_nll_per_dim": result.history[-1]["nll_per_dim"],
             "holdout_nll_per_dim": sum(float(m.mean()) for m in result.holdout_nll) / len(result.holdout_nll),
         }
+        if args.select_root:
+            for name, ev in evaluate_scene(encoder, models, args.select_root, scene).items():
+                select_evals[name].append(ev)
         for name, ev in scene_evals.items():
             evals[name].append(ev)
             report["variants"].setdefault(name, {})[scene] = ev.summary()
@@ -92,11 +97,22 @@ def main() -> None:
     for name, scene_evals in evals.items():
         if len(scene_evals) > 1:
             report["variants"][name]["pooled"] = pooled(scene_evals)
+    if args.select_root:
+        selection = {}
+        for name, scene_evals in select_evals.items():
+            m = pooled(scene_evals) if len(scene_evals) > 1 else scene_evals[0].summary()
+            selection[name] = {"frame_auroc": m["frame_auroc"], "pixel_auroc": m["pixel_auroc"]}
+        chosen = max(selection, key=lambda n: selection[n]["frame_auroc"] + selection[n]["pixel_auroc"])
+        report["selection"] = {"root": str(args.select_root), "by_variant": selection, "chosen": chosen}
+        print(f"\nchosen on {args.select_root}: {chosen}")
+        for name, m in selection.items():
+            print(f"  {name:32s} {m['frame_auroc']:.3f} / {m['pixel_auroc']:.3f}")
     print(f"\n{'frame score':32s} " + " ".join(f"{s:>16s}" for s in [*args.scenes.split(","), "pooled"]))
     print(f"{'':32s} " + " ".join(f"{'frame / pixel':>16s}" for _ in range(len(args.scenes.split(",")) + 1)))
     for name, per_scene in report["variants"].items():
         cells = [f"{m['frame_auroc']:.3f} / {m['pixel_auroc']:.3f}" for m in per_scene.values()]
-        print(f"{name:32s} " + " ".join(f"{c:>16s}" for c in cells))
+        mark = "  <- chosen on --select-root" if report.get("selection", {}).get("chosen") == name else ""
+        print(f"{name:32s} " + " ".join(f"{c:>16s}" for c in cells) + mark)
     print(f"\npeak RSS {peak_rss_mb():.0f} MB")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))

@@ -35,7 +35,7 @@ class ScoreSettings:
 
     reduction: Reduction = "max"
     topk: float = 0.001
-    blur_sigma: float = 4.0
+    blur_sigma: float = 0.0
 
 
 def to_input(frames_bgr: Sequence[np.ndarray], size: int) -> torch.Tensor:

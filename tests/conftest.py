@@ -19,6 +19,13 @@ from detector.encoders import Encoder
 from detector.model import SceneModel
 from scenes.registry import SceneRegistry
 from streamer.video import iter_frames
+from tests.servers import (  # noqa: F401 - real-server fixtures (Kafka broker, RTSP) for every package
+    kafka_config,
+    pytest_configure,
+    rtsp_server,
+    rtsp_stream,
+    tansu_broker,
+)
 from training.train import TrainResult, TrainSettings, train_scene
 
 REPO = Path(__file__).resolve().parents[1]

@@ -73,10 +73,24 @@ class SceneEvaluation:
             "clips": len(self.clips),
             "frames": int(sum(len(x) for x in self.labels)),
             "anomalous_frames": int(sum(int(x.sum()) for x in self.labels)),
+            **alarm_rates(np.concatenate(self.labels), np.concatenate(self.scores)),
             "frame_auroc": self.frame_auroc(),
             "pixel_auroc": self.pixel_roc.auroc(),
             "pixel_auroc_error_bound": self.pixel_roc.tie_bound(),
         }
+
+
+def alarm_rates(labels: np.ndarray, scores: np.ndarray) -> dict:
+    """At the calibrated threshold (score >= 1): false alarms on normal test frames and
+    detections of anomalous ones -- how well the calibration carried over to new footage."""
+    def above(x: np.ndarray) -> float:
+        return float((x >= 1.0).mean()) if x.size else float("nan")
+
+    labels = labels.astype(bool)
+    return {
+        "normal_frames_above_threshold": above(scores[~labels]),
+        "anomalous_frames_above_threshold": above(scores[labels]),
+    }
 
 
 def pooled(evals: Sequence[SceneEvaluation]) -> dict:
@@ -90,6 +104,7 @@ def pooled(evals: Sequence[SceneEvaluation]) -> dict:
     return {
         "scene": "pooled",
         "frames": int(len(labels)),
+        **alarm_rates(labels, scores),
         "frame_auroc": auroc(labels, scores),
         "pixel_auroc": roc.auroc(),
         "pixel_auroc_error_bound": roc.tie_bound(),

@@ -40,7 +40,7 @@ class TrainSettings:
 
     model: str = "cflow"
     input_size: int = Field(default=256, ge=32)
-    epochs: int = Field(default=8, ge=1)
+    epochs: int = Field(default=20, ge=1)
     image_batch: int = Field(default=16, ge=1)
     fiber_batch: int = Field(default=1024, ge=1)
     lr: float = Field(default=2e-4, gt=0)
@@ -53,8 +53,8 @@ class TrainSettings:
     feature_cache_mb: int = Field(default=4096, ge=0)
     reduction: Reduction = "max"
     topk: float = Field(default=0.001, gt=0, le=1)
-    blur_sigma: float = Field(default=4.0, ge=0)
-    position_norm: bool = True
+    blur_sigma: float = Field(default=0.0, ge=0)
+    position_norm: bool = False
     false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
     threads: int | None = Field(default=None, ge=1)
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)

@@ -22,10 +22,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from detector.scorer import EncoderMismatchError
     from scenes.checkpoint import CheckpointError
     from scenes.registry import InvalidSceneIdError, UnknownSceneError
+    from streamer.bus import BusError
     from streamer.video import SourceError
 
     return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
-            InvalidSceneIdError, EncoderMismatchError)
+            InvalidSceneIdError, EncoderMismatchError, BusError)
 
 
 def _registry(cfg: VigilConfig, override: Path | None):
@@ -131,6 +132,31 @@ def cmd_demo(args: argparse.Namespace, cfg: VigilConfig) -> int:
     return 0
 
 
+def _run_roles(cfg: VigilConfig, roles: tuple[str, ...], until_drained: bool) -> int:
+    from vigil.runner import run_roles
+
+    if "ingest" in roles and not cfg.cameras:
+        raise ConfigError("no cameras configured (the `cameras:` list of the config is empty)")
+    pipeline = run_roles(cfg, roles, until_drained)
+    if pipeline.recorder is not None:
+        counts = {c.id: pipeline.recorder.count(c.id) for c in cfg.cameras}
+        print(json.dumps({"scores_recorded": counts, "dir": str(cfg.recorder.dir)}))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    """All roles in one process; returns when every replay is scored, or on Ctrl-C."""
+    return _run_roles(cfg, ("ingest", "detect", "record"), until_drained=not args.forever)
+
+
+def cmd_ingest(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    return _run_roles(cfg, ("ingest",), until_drained=False)
+
+
+def cmd_detect(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    return _run_roles(cfg, ("detect",), until_drained=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vigil", description="vigilflow: video anomaly detection")
     p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
@@ -164,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scenes", help="list trained scenes")
     common(sc)
     sc.set_defaults(func=cmd_scenes)
+
+    r = sub.add_parser("run", help="all roles in one process (embedded bus unless bus.kind: kafka)")
+    r.add_argument("--forever", action="store_true", help="keep running after replays end")
+    r.set_defaults(func=cmd_run)
+    i = sub.add_parser("ingest", help="ingest role: cameras -> vigil.frames (runs until stopped)")
+    i.set_defaults(func=cmd_ingest)
+    de = sub.add_parser("detect", help="detector role: vigil.frames -> vigil.scores (runs until stopped)")
+    de.set_defaults(func=cmd_detect)
 
     d = sub.add_parser("demo", help="train on the shipped campus clip and score it")
     d.add_argument("-o", "--out", type=Path, default=Path("runs/demo"))

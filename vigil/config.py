@@ -7,11 +7,14 @@ Unknown keys are rejected and every error names the key it is about, e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from detector.worker import DetectorSettings
+from streamer.bus import KafkaConfig
+from streamer.sources import CameraConfig
 from training.train import TrainSettings
 
 UNKNOWN_KEY_ERRORS = {"extra_forbidden", "unexpected_keyword_argument"}
@@ -40,16 +43,56 @@ class ScenesConfig(Strict):
     root: Path = Path("models")
 
 
-class DetectorConfig(Strict):
-    device: str = "cpu"
-    batch_size: int = Field(default=8, ge=1)
+class BusConfig(Strict):
+    """Transport between the roles: the in-process bus (embedded mode) or Kafka."""
+
+    kind: Literal["inprocess", "kafka"] = "inprocess"
+    partitions: int = Field(default=4, ge=1, description="in-process bus partitions")
+    max_message_bytes: int = Field(default=1_048_576, gt=0, description="in-process message limit")
+    replay_max_lag: int = Field(
+        default=64, ge=1, description="embedded mode: a replay waits while this many frames are unscored"
+    )
+    kafka: KafkaConfig | None = None
+
+    @model_validator(mode="after")
+    def _kafka_needs_settings(self) -> BusConfig:
+        if self.kind == "kafka" and self.kafka is None:
+            raise ValueError("bus.kind is 'kafka' but there is no bus.kafka section")
+        return self
+
+
+class OpsConfig(Strict):
+    """Prometheus /metrics and /healthz of each role."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535, description="None: no HTTP server")
+
+
+class RecorderConfig(Strict):
+    """Where `vigil run` writes the score stream (one CSV per camera)."""
+
+    enabled: bool = True
+    dir: Path = Path("runs/scores")
+    group: str = "vigil-recorder"
 
 
 class VigilConfig(Strict):
     encoder: EncoderConfig = EncoderConfig()
     scenes: ScenesConfig = ScenesConfig()
-    detector: DetectorConfig = DetectorConfig()
+    detector: DetectorSettings = DetectorSettings()
     training: TrainSettings = Field(default_factory=TrainSettings)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    bus: BusConfig = BusConfig()
+    ops: OpsConfig = OpsConfig()
+    recorder: RecorderConfig = RecorderConfig()
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> VigilConfig:
+        ids = [c.id for c in self.cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids must be unique; repeated: {dupes}")
+        return self
 
 
 def _format(exc: ValidationError, source: str) -> str:

