@@ -6,6 +6,8 @@ One loop, per micro-batch:
    fill (frames of all cameras share a batch);
 2. parse and decode each record; a record that cannot be used (garbage, undecodable JPEG,
    unsupported schema, unknown scene) is counted by reason, logged, and skipped;
+   A live frame older than ``live_max_age_ms`` is skipped too (counted): when cameras send
+   more than the detector can take, it scores the newest frames instead of a backlog;
 3. one encoder pass for the whole batch, then each scene's flow head on its own frames
    (heads come from the scene registry through a memory-bounded cache);
 4. publish one :class:`~streamer.messages.ScoreMessage` per frame, flush, and only then
@@ -54,6 +56,10 @@ class DetectorSettings(BaseModel):
     map_encoding: Literal["uint8", "float16"] = "uint8"
     cache_models: int = Field(default=16, ge=1, description="scene heads kept loaded")
     cache_mb: int = Field(default=2048, ge=1, description="memory bound of the scene-head cache")
+    live_max_age_ms: int | None = Field(
+        default=2000, ge=1,
+        description="skip live frames older than this (the detector is behind); None: score all",
+    )
 
 
 class DetectorMetrics:
@@ -66,6 +72,9 @@ class DetectorMetrics:
                                      ["camera"], registry=registry)
         self.rejected = Counter("vigil_detector_rejected", "frame records skipped, by reason",
                                 ["reason"], registry=registry)
+        self.stale = Counter("vigil_detector_stale_live_frames",
+                             "live frames skipped because the detector was behind", ["camera"],
+                             registry=registry)
         self.batch_size = Histogram("vigil_detector_batch_size", "frames per micro-batch",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry)
         self.latency = Histogram("vigil_detector_latency_seconds", "frame capture to score published",
@@ -169,6 +178,15 @@ class DetectorWorker:
         log.warning("skipping record %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset,
                     reason, detail)
 
+    def _stale(self, msg: FrameMessage) -> bool:
+        """A live frame the detector reaches too late is skipped: a live view wants the newest
+        frames with bounded delay, not a growing backlog. Replays are never skipped."""
+        limit = self.settings.live_max_age_ms
+        if msg.source != "live" or limit is None or time.time() * 1000 - msg.ts <= limit:
+            return False
+        self.metrics.stale.labels(msg.camera).inc()
+        return True
+
     def process(self, records: list[Record]) -> int:
         """Score, publish, flush and commit one micro-batch; returns frames scored."""
         self.metrics.frames_in.inc(len(records))
@@ -179,6 +197,8 @@ class DetectorWorker:
                 image = msg.image()
             except MessageError as exc:
                 self._reject("bad_message", record, exc)
+                continue
+            if self._stale(msg):
                 continue
             try:
                 scene = self.cache.get(msg.scene)

@@ -130,3 +130,19 @@ def test_scene_cache_is_bounded(encoder, registry, tmp_path, scene_model) -> Non
     for scene in ("s1", "s2", "s3", "s1"):
         assert cache.get(scene).model_id.startswith(f"{scene}:")
     assert list(cache.loaded) == ["s3", "s1"]
+
+
+def test_stale_live_frames_are_skipped_replays_never(encoder, registry, clip_frames) -> None:
+    import time
+
+    bus = InProcessBus(partitions=1)
+    producer = bus.producer()
+    now = int(time.time() * 1000)
+    for seq, (source, ts) in enumerate([("live", now - 60_000), ("live", now), ("replay", now - 60_000)]):
+        msg = FrameMessage.from_image(clip_frames[seq], camera=source, scene=TINY_SCENE, seq=seq, ts=ts,
+                                      source=source)
+        producer.send(FRAMES_TOPIC, *msg.to_record())
+    worker, metrics = make_worker(bus, encoder, registry, live_max_age_ms=10_000)
+    drain(worker)
+    assert sorted((s.camera, s.seq) for s in scores_of(bus)) == [("live", 1), ("replay", 2)]
+    assert metrics.stale.labels("live")._value.get() == 1
