@@ -126,6 +126,47 @@ def _resize_map(amap: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(amap, (size, size), interpolation=cv2.INTER_AREA)
 
 
+class BatchScorer:
+    """The detector's model step: decoded frames of any scenes -> score messages."""
+
+    def __init__(self, encoder: Encoder, registry: SceneRegistry, settings: DetectorSettings) -> None:
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        self.encoder = encoder.to(self.device).eval()
+        self.half = settings.half and self.device.type == "cuda"
+        self.cache = SceneCache(registry, self.encoder, self.device, settings.cache_models,
+                                settings.cache_mb * 2**20)
+
+    @torch.no_grad()
+    def score(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]) -> list[ScoreMessage]:
+        """One encoder pass per input size, then each scene's head on its frames."""
+        by_size: dict[int, list[int]] = defaultdict(list)
+        for i, (_msg, _img, scene) in enumerate(frames):
+            by_size[scene.model.input_size].append(i)
+        out: list[ScoreMessage | None] = [None] * len(frames)
+        for size, idx in by_size.items():
+            images = to_input([frames[i][1] for i in idx], size).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+                features = [f.float() for f in self.encoder(images)]
+            by_scene: dict[str, list[int]] = defaultdict(list)
+            for j, i in enumerate(idx):
+                by_scene[frames[i][2].model_id].append(j)
+            for rows in by_scene.values():
+                loaded = frames[idx[rows[0]]][2]
+                result = loaded.model.score([f[rows] for f in features])
+                maps = result.maps.float().cpu().numpy()
+                for r, j in enumerate(rows):
+                    msg = frames[idx[j]][0]
+                    out[idx[j]] = ScoreMessage(
+                        camera=msg.camera, scene=msg.scene, seq=msg.seq, ts=msg.ts, source=msg.source,
+                        score=float(result.scores[r]), raw=float(result.raw[r]), model=loaded.model_id,
+                        latency_ms=max(0.0, time.time() * 1000 - msg.ts),
+                        anomaly_map=_resize_map(maps[r], self.settings.map_size),
+                        map_encoding=self.settings.map_encoding,
+                    )
+        return [o for o in out if o is not None]
+
+
 class DetectorWorker:
     """Consumes frame records, scores them per scene, publishes score records."""
 
@@ -136,16 +177,13 @@ class DetectorWorker:
         self.settings, self.metrics = settings, metrics
         self.stop = stop or threading.Event()
         self.frames_topic, self.scores_topic = frames_topic, scores_topic
-        self.device = torch.device(settings.device)
-        self.encoder = encoder.to(self.device).eval()
-        self.half = settings.half and self.device.type == "cuda"
-        self.cache = SceneCache(registry, self.encoder, self.device, settings.cache_models,
-                                settings.cache_mb * 2**20)
+        self.scorer = BatchScorer(encoder, registry, settings)
+        self.cache = self.scorer.cache
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
-        log.info("detector worker started (device %s, batch %d, wait %d ms)", self.device,
+        log.info("detector worker started (device %s, batch %d, wait %d ms)", self.scorer.device,
                  self.settings.batch_size, self.settings.max_wait_ms)
         while not self.stop.is_set():
             records = self.poll_batch()
@@ -212,7 +250,7 @@ class DetectorWorker:
         self.metrics.models_loaded.set(len(self.cache.loaded))
         if frames:
             t0 = time.perf_counter()
-            scored = self.score(frames)
+            scored = self.scorer.score(frames)
             self.metrics.batch_seconds.observe(time.perf_counter() - t0)
             self.metrics.batch_size.observe(len(frames))
             for out in scored:
@@ -229,32 +267,3 @@ class DetectorWorker:
             log.warning("offset commit failed (%s); records will be redelivered", exc)
         self.metrics.last_batch.set_to_current_time()
         return len(frames)
-
-    @torch.no_grad()
-    def score(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]) -> list[ScoreMessage]:
-        """One encoder pass per input size, then each scene's head on its frames."""
-        by_size: dict[int, list[int]] = defaultdict(list)
-        for i, (_msg, _img, scene) in enumerate(frames):
-            by_size[scene.model.input_size].append(i)
-        out: list[ScoreMessage | None] = [None] * len(frames)
-        for size, idx in by_size.items():
-            images = to_input([frames[i][1] for i in idx], size).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-                features = [f.float() for f in self.encoder(images)]
-            by_scene: dict[str, list[int]] = defaultdict(list)
-            for j, i in enumerate(idx):
-                by_scene[frames[i][2].model_id].append(j)
-            for rows in by_scene.values():
-                loaded = frames[idx[rows[0]]][2]
-                result = loaded.model.score([f[rows] for f in features])
-                maps = result.maps.float().cpu().numpy()
-                for r, j in enumerate(rows):
-                    msg = frames[idx[j]][0]
-                    out[idx[j]] = ScoreMessage(
-                        camera=msg.camera, scene=msg.scene, seq=msg.seq, ts=msg.ts, source=msg.source,
-                        score=float(result.scores[r]), raw=float(result.raw[r]), model=loaded.model_id,
-                        latency_ms=max(0.0, time.time() * 1000 - msg.ts),
-                        anomaly_map=_resize_map(maps[r], self.settings.map_size),
-                        map_encoding=self.settings.map_encoding,
-                    )
-        return [o for o in out if o is not None]

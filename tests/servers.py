@@ -93,11 +93,11 @@ def _accepts(port: int) -> bool:
     return False
 
 
-@pytest.fixture(scope="session")
-def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of a fresh in-memory tansu broker shared by the whole session."""
+@contextlib.contextmanager
+def running_tansu(logfile: Path) -> Iterator[str]:
+    """Run a fresh in-memory tansu broker on a free loopback port; yields ``host:port``.
+    Raises RuntimeError (with the broker's output) if it does not come up."""
     binary = find_tansu()
-    logfile = tmp_path_factory.mktemp("tansu") / "tansu.log"
     for _attempt in range(3):  # the free port may be taken between probe and bind
         port = _free_port()
         url = f"tcp://127.0.0.1:{port}"
@@ -115,8 +115,8 @@ def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.kill()
         proc.wait()
     else:
-        pytest.fail(f"tansu ({binary}) did not accept connections on 127.0.0.1; its output:\n"
-                    + logfile.read_text(errors="replace")[-2000:], pytrace=False)
+        raise RuntimeError(f"tansu ({binary}) did not accept connections on 127.0.0.1; its output:\n"
+                           + logfile.read_text(errors="replace")[-2000:])
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -126,6 +126,20 @@ def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a fresh in-memory tansu broker shared by the whole session."""
+    try:
+        broker = running_tansu(tmp_path_factory.mktemp("tansu") / "tansu.log")
+        address = broker.__enter__()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield address
+    finally:
+        broker.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
