@@ -48,7 +48,7 @@ from streamer.video import iter_frames  # noqa: E402
 from tests.rtsp import RtspServer  # noqa: E402
 from tests.servers import running_tansu  # noqa: E402
 from training.train import TrainSettings, train_scene  # noqa: E402
-from vigil.config import parse_config  # noqa: E402
+from vigil.config import VigilConfig, parse_config  # noqa: E402
 from vigil.runner import Pipeline  # noqa: E402
 
 CLIP = REPO / "tests" / "data" / "campus_clip.mp4"
@@ -81,9 +81,22 @@ def detector_only(encoder: Encoder, registry: SceneRegistry, images: list[np.nda
     return len(decoded) / (time.perf_counter() - t0)
 
 
-def run_pipeline(cfg_dict: dict, expect: dict[str, int] | None, seconds: float | None) -> dict:
-    """Run all roles; stop when every camera in ``expect`` has its scores, or after ``seconds``."""
-    cfg = parse_config(cfg_dict)
+def kafka_settings(broker: str) -> dict:
+    kafka = KafkaConfig(bootstrap_servers=broker, api_version=(2, 0), session_timeout_ms=2000,
+                        heartbeat_interval_ms=400, partitions=4).model_dump(mode="json")
+    kafka["sasl_plain_password"] = None
+    return kafka
+
+
+def run_pipeline(work: Path, cfg_dict: dict, expect: dict[str, int] | None, seconds: float | None) -> dict:
+    """Run all roles on a fresh broker (no backlog from an earlier phase); stop when every
+    camera in ``expect`` has its scores, or after ``seconds``."""
+    with running_tansu(work / "tansu.log") as broker:
+        cfg_dict = {**cfg_dict, "bus": {"kind": "kafka", "kafka": kafka_settings(broker)}}
+        return _run(parse_config(cfg_dict), expect, seconds)
+
+
+def _run(cfg: VigilConfig, expect: dict[str, int] | None, seconds: float | None) -> dict:
     t_start = time.perf_counter()
     with Pipeline(cfg) as pipeline:
         recorder = pipeline.recorder
@@ -103,13 +116,18 @@ def run_pipeline(cfg_dict: dict, expect: dict[str, int] | None, seconds: float |
         dropped = {c.id: im.frames_dropped.labels(c.id)._value.get() for c in cfg.cameras}
         read = {c.id: im.frames_read.labels(c.id)._value.get() for c in cfg.cameras}
         stale = {c.id: dm.stale.labels(c.id)._value.get() for c in cfg.cameras}
+        batches = (pipeline.registry.get_sample_value("vigil_detector_batch_size_sum") or 0.0,
+                   pipeline.registry.get_sample_value("vigil_detector_batch_size_count") or 0.0)
     latencies = []
     for c in cfg.cameras:
-        with open(Path(cfg.recorder.dir) / f"{c.id}.csv") as fh:
-            latencies += [float(r["latency_ms"]) for r in csv.DictReader(fh)]
+        path = Path(cfg.recorder.dir) / f"{c.id}.csv"
+        if path.exists():
+            with path.open() as fh:
+                latencies += [float(r["latency_ms"]) for r in csv.DictReader(fh)]
     total = sum(counts.values())
     return {
         "scored": counts, "frames_read": read, "ingest_dropped": dropped, "detector_skipped_stale": stale,
+        "mean_batch": batches[0] / batches[1] if batches[1] else 0.0,
         "seconds_total": t_end - t_start,
         "fps_from_start": total / (t_end - t_start),
         "fps_first_to_last_score": (total - 1) / (t_end - first_score) if first_score and total > 1 else 0.0,
@@ -141,31 +159,26 @@ def main() -> None:
     print(f"detector only: {report['detector_only_fps']:.1f} frames/s", flush=True)
 
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(running_tansu(work / "tansu.log"))
-        kafka = KafkaConfig(bootstrap_servers=broker, api_version=(2, 0), session_timeout_ms=2000,
-                            heartbeat_interval_ms=400, partitions=4).model_dump(mode="json")
-        kafka["sasl_plain_password"] = None
         base = {"scenes": {"root": str(work / "scenes")},
-                "detector": {"batch_size": args.batch, "max_wait_ms": 20},
-                "bus": {"kind": "kafka", "kafka": kafka}}
+                "detector": {"batch_size": args.batch, "max_wait_ms": 20}}
 
         def cameras(tag: str, **extra) -> list[dict]:
             return [{"id": f"{tag}{i}", "url": str(CLIP), "scene": SCENE, "resize": CAMERA_SIZE,
                      **extra} for i in range(args.cameras)]
 
-        fast = run_pipeline({**base, "cameras": cameras("fast"), "recorder": {"dir": str(work / "fast")},
-                             "detector": {**base["detector"], "group": "fast"}},
+        fast = run_pipeline(work, {**base, "cameras": cameras("fast"),
+                                   "recorder": {"dir": str(work / "fast")}},
                             {f"fast{i}": n for i in range(args.cameras)}, None)
         report["end_to_end"] = fast
         report["ratio_first_to_last"] = fast["fps_first_to_last_score"] / report["detector_only_fps"]
         report["ratio_from_start"] = fast["fps_from_start"] / report["detector_only_fps"]
         print(f"end to end (4 fast replays via tansu): {fast['fps_first_to_last_score']:.1f} frames/s "
               f"= {report['ratio_first_to_last']:.2f} x detector-only "
-              f"({fast['fps_from_start']:.1f} frames/s from start incl. group joins)", flush=True)
+              f"({fast['fps_from_start']:.1f} frames/s from start incl. group joins; "
+              f"mean batch {fast['mean_batch']:.1f})", flush=True)
 
-        paced = run_pipeline({**base, "cameras": cameras("paced", realtime=True, fps=args.paced_fps),
-                              "recorder": {"dir": str(work / "paced")},
-                              "detector": {**base["detector"], "group": "paced"}},
+        paced = run_pipeline(work, {**base, "cameras": cameras("paced", realtime=True, fps=args.paced_fps),
+                                    "recorder": {"dir": str(work / "paced")}},
                              {f"paced{i}": int(n / 10 * args.paced_fps) for i in range(args.cameras)}, None)
         report["paced"] = paced
         print(f"paced ({args.cameras} x {args.paced_fps:g} fps): latency p50 "
@@ -179,14 +192,15 @@ def main() -> None:
             rtsp.start_publisher(f"live{i}")
         live_cams = [{"id": f"live{i}", "url": rtsp.url(f"live{i}"), "scene": SCENE, "transport": "udp",
                       "resize": CAMERA_SIZE} for i in range(args.cameras)]
-        live = run_pipeline({**base, "cameras": live_cams, "recorder": {"dir": str(work / "live")},
-                             "detector": {**base["detector"], "group": "live"}}, None, args.live_seconds)
+        live = run_pipeline(work, {**base, "cameras": live_cams, "recorder": {"dir": str(work / "live")}},
+                            None, args.live_seconds)
         report["live_overload"] = live
         print(f"live overload ({args.cameras} RTSP x 10 fps for {args.live_seconds:g} s): read "
               f"{sum(live['frames_read'].values()):.0f}, dropped at ingest "
               f"{sum(live['ingest_dropped'].values()):.0f}, skipped stale at detector "
               f"{sum(live['detector_skipped_stale'].values()):.0f}, scored {sum(live['scored'].values())}, "
-              f"latency p50 {live['latency_ms_p50']:.0f} ms p95 {live['latency_ms_p95']:.0f} ms", flush=True)
+              f"latency p50 {live['latency_ms_p50'] or 0:.0f} ms p95 {live['latency_ms_p95'] or 0:.0f} ms",
+              flush=True)
         threading.Event().wait(0.1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
