@@ -413,9 +413,16 @@ class IngestWorker:
                     close()
 
     def _encode(self, frame: CapturedFrame, quality: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-        msg = FrameMessage.from_image(frame.image, camera=self.camera.id, scene=self.camera.scene,
-                                      seq=frame.seq, ts=frame.ts_ms, source=self.camera.source,
-                                      quality=quality)
+        if frame.jpeg is not None and quality == self.jpeg_quality:
+            # The source's own JPEG (a frame file): no lossy re-encode, the exact bytes go on.
+            h, w = frame.image.shape[:2]
+            msg = FrameMessage(camera=self.camera.id, scene=self.camera.scene, seq=frame.seq,
+                               ts=frame.ts_ms, source=self.camera.source, width=w, height=h,
+                               jpeg=frame.jpeg)
+        else:
+            msg = FrameMessage.from_image(frame.image, camera=self.camera.id, scene=self.camera.scene,
+                                          seq=frame.seq, ts=frame.ts_ms, source=self.camera.source,
+                                          quality=quality)
         key, value, headers = msg.to_record()
         if frame.warmup:
             headers.append((WARMUP_HEADER, b"1"))

@@ -51,16 +51,20 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streamer.messages import JPEG_MAGIC
 from streamer.messages import Source as SourceType
 from streamer.video import (
     DEFAULT_DIR_FPS,
     IMAGE_SUFFIXES,
     SourceError,
     _numbered_images,
-    _read_image,
     iter_video_frames,
+    read_image_file,
     redact_url,
 )
+
+#: What a replay's frame loader returns: the image and, for a JPEG file, its bytes.
+Loaded = tuple[np.ndarray, bytes | None]
 
 __all__ = [
     "CameraConfig",
@@ -211,6 +215,9 @@ class CapturedFrame:
     ts_ms: int
     image: np.ndarray = field(repr=False)
     warmup: bool = False
+    #: the source's own JPEG bytes of exactly this image (a JPEG frame file, not resized):
+    #: published as they are, so a replay carries the very bytes an offline reader decodes
+    jpeg: bytes | None = field(default=None, repr=False)
     reconnects: int = 0
 
 
@@ -310,8 +317,9 @@ class _Replay(Source):
     def _check_path(self) -> None: ...
 
     @abstractmethod
-    def _pass(self) -> Generator[tuple[int, int, Callable[[], np.ndarray | None]], None, None]:
-        """One pass over the media: ``(seq, media ms, loader)``; loader None result = skip."""
+    def _pass(self) -> Generator[tuple[int, int, Callable[[], Loaded | None]], None, None]:
+        """One pass over the media: ``(seq, media ms, loader)``; the loader returns the image
+        and, for a JPEG file, its bytes; ``None`` = skip the frame."""
 
     def __iter__(self) -> Iterator[CapturedFrame]:
         cam = self.camera
@@ -332,15 +340,17 @@ class _Replay(Source):
                     t_ms = ms_offset + media_ms
                     if not sampler.keep(t_ms):
                         continue
-                    image = load()
-                    if image is None:
+                    loaded = load()
+                    if loaded is None:
                         continue
+                    image, jpeg = loaded
                     if cam.realtime:
                         anchor = self._pace(anchor, t_ms)
                         if self.stop.is_set():
                             return
                     yield CapturedFrame(seq=seq_offset + seq, ts_ms=base_ms + t_ms,
-                                        image=_resize(image, cam.resize), reconnects=0)
+                                        image=_resize(image, cam.resize), reconnects=0,
+                                        jpeg=jpeg if cam.resize is None else None)
             passes += 1
             if not cam.loop or last_seq < 0:
                 return
@@ -370,9 +380,9 @@ class FileSource(_Replay):
         if not p.is_file():
             raise SourceError(f"camera {self.camera.id}: video file not found: {self.camera.display_url}")
 
-    def _pass(self) -> Generator[tuple[int, int, Callable[[], np.ndarray | None]], None, None]:
+    def _pass(self) -> Generator[tuple[int, int, Callable[[], Loaded | None]], None, None]:
         for frame in iter_video_frames(self.camera.url):
-            yield frame.seq, frame.ts_ms, (lambda f=frame: f.image)
+            yield frame.seq, frame.ts_ms, (lambda f=frame: (f.image, None))
 
 
 class FrameDirSource(_Replay):
@@ -389,16 +399,17 @@ class FrameDirSource(_Replay):
                 f"(no numbered {'/'.join(sorted(IMAGE_SUFFIXES))} files)"
             )
 
-    def _pass(self) -> Generator[tuple[int, int, Callable[[], np.ndarray | None]], None, None]:
+    def _pass(self) -> Generator[tuple[int, int, Callable[[], Loaded | None]], None, None]:
         for index, file in _numbered_images(Path(self.camera.url)):
             yield index, int(round(index / DEFAULT_DIR_FPS * 1000.0)), (lambda f=file: self._load(f))
 
-    def _load(self, file: Path) -> np.ndarray | None:
+    def _load(self, file: Path) -> Loaded | None:
         try:
-            return _read_image(file)
+            image, data = read_image_file(file)
         except SourceError as exc:
             log.warning("camera %s: skipping frame: %s", self.camera.id, exc)
             return None
+        return image, data if data.startswith(JPEG_MAGIC) else None
 
 
 class _StreamLost(Exception):  # noqa: N818 - internal control flow, not an error type

@@ -318,15 +318,20 @@ def _read_images(
         yielded += 1
 
 
-def _read_image(file: Path) -> np.ndarray:
+def read_image_file(file: Path) -> tuple[np.ndarray, bytes]:
+    """Decode an image file; returns the BGR image and the file's bytes (SourceError if unreadable)."""
     try:
-        data = np.fromfile(file, dtype=np.uint8)
+        data = file.read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read image {file}: {exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise SourceError(f"unreadable image {file}: not a valid image or truncated")
-    return image
+    return image, data
+
+
+def _read_image(file: Path) -> np.ndarray:
+    return read_image_file(file)[0]
 
 
 def iter_frames(path: PathLike, **kw: Any) -> Iterator[Frame]:

@@ -365,3 +365,20 @@ def test_health_follows_the_watchdog() -> None:
     assert not metrics.health()[0]
     metrics.finished("cam1", "stopped")
     assert metrics.health()[0]
+
+
+def test_frame_folder_jpegs_are_published_byte_for_byte(tmp_path: Path) -> None:
+    """An STC replay carries the frame files' own bytes: no lossy re-encode on the way."""
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(3):
+        data = encode_jpeg(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), quality=75)
+        (tmp_path / f"{i:03d}.jpg").write_bytes(data)
+        files.append(data)
+    camera = CameraConfig(id="stc", url=str(tmp_path), scene="s", replay_start_ms=0)
+    with InProcessBus() as bus:
+        worker = IngestWorker(camera, bus.producer(), IngestMetrics(CollectorRegistry()), threading.Event())
+        worker.run()
+        published = consume_all(bus)
+    assert [m.jpeg for m in published] == files
+    assert [(m.width, m.height) for m in published] == [(64, 48)] * 3
