@@ -63,6 +63,13 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     encoder = _encoder(cfg, args.encoder_weights)
     data = load_scene_frames(videos, settings.input_size, settings.holdout_fraction,
                              settings.frame_stride, settings.max_frames_per_video)
+    if getattr(args, "preview_augment", None):  # SANFlow's synthetic anomalies, for a look
+        from training.augment import preview_grid
+        from training.train import augment_settings
+
+        out = preview_grid(data.train, args.preview_augment, augment_settings(settings), seed=settings.seed)
+        print(json.dumps({"scene": args.scene, "preview": str(out)}))
+        return 0
     log.info("scene %s: training %s on %d frames (%d held out for calibration)",
              args.scene, settings.model, len(data.train), len(data.holdout))
     result = train_scene(encoder, data.train, data.holdout, settings, progress=not args.quiet)
@@ -157,6 +164,21 @@ def cmd_detect(args: argparse.Namespace, cfg: VigilConfig) -> int:
     return _run_roles(cfg, ("detect",), until_drained=False)
 
 
+def cmd_eval_stc(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    from vigil.evaluation import eval_stc
+
+    if not args.train and args.checkpoints is None and not cfg.scenes.root.exists():
+        raise ConfigError("give --train or --checkpoints DIR (no trained scenes in scenes.root)")
+    scenes = args.scenes.split(",") if args.scenes else None
+    report = eval_stc(cfg, args.root, scenes, args.model, args.train, args.checkpoints,
+                      args.through_pipeline, args.out, [int(w) for w in args.smooth.split(",") if w])
+    rows = {name: round(row["pooled"], 4) for name, row in report["frame_auroc"].items()}
+    pixel = {name: round(m["pixel_auroc"], 4) for name, m in report["pixel"].items()}
+    print(json.dumps({"report": str(args.out / "report.md"), "frame_auroc_pooled": rows,
+                      "pixel_auroc": pixel, "skipped": len(report["skipped"])}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vigil", description="vigilflow: video anomaly detection")
     p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
@@ -173,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = t.add_mutually_exclusive_group()
     src.add_argument("--videos", nargs="+", type=Path, help="normal training videos of the scene")
     src.add_argument("--stc-root", type=Path, help="STC-layout root: use ROOT/training/videos/SCENE_*")
-    t.add_argument("--model", choices=["cflow"], help="model kind (default: training.model)")
+    t.add_argument("--model", choices=["cflow", "sanflow"], help="model kind (default: training.model)")
+    t.add_argument("--preview-augment", type=Path, metavar="PATH",
+                   help="write a PNG grid of SANFlow's augmented training frames and masks, then exit")
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
     common(t)
@@ -198,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_ingest)
     de = sub.add_parser("detect", help="detector role: vigil.frames -> vigil.scores (runs until stopped)")
     de.set_defaults(func=cmd_detect)
+
+    ev = sub.add_parser("eval", help="evaluate on a test set").add_subparsers(dest="dataset", required=True)
+    stc = ev.add_parser("stc", help="ShanghaiTech-Campus layout: frame/pixel AUROC, AUPRO, report")
+    stc.add_argument("--root", type=Path, required=True, help="dataset root (training/, testing/)")
+    stc.add_argument("--scenes", help="comma-separated scene ids (default: all in testing/frames)")
+    stc.add_argument("--model", choices=["cflow", "sanflow"], help="model kind to train / expect")
+    how = stc.add_mutually_exclusive_group()
+    how.add_argument("--train", action="store_true", help="train each scene on ROOT/training/videos")
+    how.add_argument("--checkpoints", type=Path, help="scene checkpoints (default: scenes.root)")
+    stc.add_argument("--through-pipeline", action="store_true",
+                     help="also replay the test frames through the streaming pipeline and check the scores")
+    stc.add_argument("--smooth", default="5", help="causal smoothing windows in frames, e.g. 5,10")
+    stc.add_argument("-o", "--out", type=Path, default=Path("runs/eval-stc"))
+    stc.set_defaults(func=cmd_eval_stc)
 
     d = sub.add_parser("demo", help="train on the shipped campus clip and score it")
     d.add_argument("-o", "--out", type=Path, default=Path("runs/demo"))
