@@ -83,6 +83,9 @@ class CFlowHead(nn.Module):
     """
 
     kind = "cflow"
+    # Heads that read the input images besides the features (SANFlow's statistics network)
+    # set this; callers then pass ``images`` to ``forward``.
+    needs_images = False
 
     def __init__(
         self,
@@ -125,7 +128,11 @@ class CFlowHead(nn.Module):
         z, log_det = self.flows[layer](fibers, c=[cond])
         return gaussian_log_prob(z, log_det)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(
+        self, features: Sequence[torch.Tensor], images: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Log-likelihood maps per layer; ``images`` is accepted for a uniform head interface
+        and unused (CFLOW-AD reads features only)."""
         maps = []
         for layer, feature in enumerate(features):
             b, _, h, w = feature.shape

@@ -2,7 +2,9 @@
 
 Flow heads are registered by name (``HEADS``) so a scene's checkpoint names the kind it
 needs; the encoder is not part of a scene model, since one encoder pass is shared by all
-scenes in a batch.
+scenes in a batch. A head's ``forward(features, images=None)`` returns per-layer
+log-likelihood maps in nats; heads with ``needs_images`` (SANFlow's statistics network)
+also read the input images, (B, 3, S, S) in [0, 1] as :func:`to_input` makes them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from torch import nn
 from detector.anomaly_map import MapStatistics, Reduction, anomaly_map, frame_score, nll_per_dim
 from detector.calibration import Calibration
 from detector.cflow import CFlowHead
+from detector.sanflow import SANFlowHead
 
-HEADS: dict[str, type[nn.Module]] = {"cflow": CFlowHead}
+HEADS: dict[str, type[nn.Module]] = {"cflow": CFlowHead, "sanflow": SANFlowHead}
 
 
 def build_head(kind: str, config: dict) -> nn.Module:
@@ -76,11 +79,21 @@ class SceneModel:
     def feature_dims(self) -> list[int]:
         return list(self.head.feature_dims)
 
+    @property
+    def needs_images(self) -> bool:
+        """Whether the head reads the input images besides the features (SANFlow)."""
+        return bool(getattr(self.head, "needs_images", False))
+
     @torch.no_grad()
-    def nll_maps(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Per-layer NLL-per-dimension maps (B, H_l, W_l)."""
+    def nll_maps(
+        self, features: Sequence[torch.Tensor], images: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Per-layer NLL-per-dimension maps (B, H_l, W_l). ``images``: the encoder's input
+        batch (see :func:`to_input`), required when :attr:`needs_images`."""
         self.head.eval()
-        return nll_per_dim(self.head(features), self.feature_dims)
+        if self.needs_images and images is None:
+            raise ValueError(f"a {self.kind} scene model needs the input images as well as the features")
+        return nll_per_dim(self.head(features, images), self.feature_dims)
 
     @torch.no_grad()
     def score_nll(self, nll: Sequence[torch.Tensor]) -> ScoredBatch:
@@ -96,6 +109,7 @@ class SceneModel:
             raw=raw,
         )
 
-    def score(self, features: Sequence[torch.Tensor]) -> ScoredBatch:
-        """Calibrated maps and scores of a batch from its encoder features."""
-        return self.score_nll(self.nll_maps(features))
+    def score(self, features: Sequence[torch.Tensor], images: torch.Tensor | None = None) -> ScoredBatch:
+        """Calibrated maps and scores of a batch from its encoder features (and its input
+        images, for heads that need them)."""
+        return self.score_nll(self.nll_maps(features, images))

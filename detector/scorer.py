@@ -54,7 +54,7 @@ class FrameScorer:
     @torch.no_grad()
     def score_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[FrameResult]:
         images = to_input(frames_bgr, self.model.input_size).to(self.device)
-        scored = self.model.score(self.encoder(images))
+        scored = self.model.score(self.encoder(images), images)
         maps = scored.maps.float().cpu().numpy()
         return [
             FrameResult(maps[i], float(scored.scores[i]), float(scored.raw[i]))

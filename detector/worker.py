@@ -85,6 +85,8 @@ class DetectorMetrics:
                                    registry=registry)
         self.last_batch = Gauge("vigil_detector_last_batch_timestamp", "time of the last batch",
                                 registry=registry)
+        self.consumer_lag = Gauge("vigil_detector_consumer_lag", "frame records waiting in this "
+                                  "worker's partitions", registry=registry)
 
 
 @dataclass
@@ -153,7 +155,8 @@ class BatchScorer:
                 by_scene[frames[i][2].model_id].append(j)
             for rows in by_scene.values():
                 loaded = frames[idx[rows[0]]][2]
-                result = loaded.model.score([f[rows] for f in features])
+                result = loaded.model.score([f[rows] for f in features],
+                                            images[rows] if loaded.model.needs_images else None)
                 maps = result.maps.float().cpu().numpy()
                 for r, j in enumerate(rows):
                     msg = frames[idx[j]][0]
@@ -266,4 +269,7 @@ class DetectorWorker:
         except CommitFailedError as exc:  # partitions moved; the batch will be redelivered
             log.warning("offset commit failed (%s); records will be redelivered", exc)
         self.metrics.last_batch.set_to_current_time()
+        lag = self.consumer.lag()
+        if lag is not None:
+            self.metrics.consumer_lag.set(lag)
         return len(frames)

@@ -231,6 +231,10 @@ class Consumer(Protocol):
         """Up to ``max_records`` records (possibly none after ``timeout_ms``), in order per partition."""
         ...
 
+    def lag(self) -> int | None:
+        """Records in this member's partitions not yet polled (None if unknown yet)."""
+        ...
+
     def commit(self, records_or_offsets: Iterable[Record] | Offsets) -> None:
         """Commit up to and including the given records (or ``{(topic, partition): next offset}``)."""
         ...
@@ -430,6 +434,12 @@ class InProcessConsumer(_Closing):
         """The ``(topic, partition)`` pairs this member owns now."""
         with self._bus._cond:
             return self._bus._assignment(self)
+
+    def lag(self) -> int | None:
+        with self._bus._cond:
+            owned = self._sync()
+            topics = self._bus._topics
+            return sum(len(topics[t][p]) - self._positions[(t, p)] for t, p in owned)
 
     def poll(self, max_records: int = 500, timeout_ms: float = 1000) -> list[Record]:
         _check_poll(max_records, timeout_ms)
@@ -830,6 +840,20 @@ class KafkaBusConsumer(_Closing):
     def assignment(self) -> list[tuple[str, int]]:
         """The ``(topic, partition)`` pairs this member owns now (empty until it joined)."""
         return sorted((tp.topic, tp.partition) for tp in self._consumer.assignment())
+
+    def lag(self) -> int | None:
+        from kafka.errors import KafkaError
+
+        total = 0
+        try:
+            for tp in self._consumer.assignment():
+                high = self._consumer.highwater(tp)
+                if high is None:  # no fetch response for this partition yet
+                    return None
+                total += max(0, high - self._consumer.position(tp))
+        except KafkaError:
+            return None
+        return total
 
     def close(self) -> None:
         if self._closed:

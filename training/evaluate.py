@@ -137,7 +137,8 @@ def clip_nll_maps(
     frames = [f.image for f in iter_frame_dir(clip.frames)]
     per_layer: list[list[torch.Tensor]] = []
     for i in range(0, len(frames), batch):
-        maps = model.nll_maps(encoder(to_input(frames[i : i + batch], model.input_size)))
+        images = to_input(frames[i : i + batch], model.input_size)
+        maps = model.nll_maps(encoder(images), images)
         per_layer = per_layer or [[] for _ in maps]
         for acc, m in zip(per_layer, maps, strict=True):
             acc.append(m)

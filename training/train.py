@@ -4,6 +4,15 @@ CFLOW-AD's training recipe (official code): encoder features of an image batch a
 computed once (here: cached for the whole run when they fit a memory budget) and cut into
 shuffled fiber batches; each fiber batch takes one Adam step on its layer's flow with the
 loss -log sigmoid(log p / D); the learning rate warms up linearly, then decays on a cosine.
+
+SANFlow (``model: sanflow``) keeps that recipe -- same fiber batches, optimizer and
+schedule -- and adds its statistics network and synthetic anomalies
+(:mod:`training.augment`). Augmented frames differ every epoch, so their encoder features
+are recomputed for every image batch instead of cached: one encoder forward pass per
+training frame per epoch on top of CFLOW's cost (without augmentation the features are
+cached as for CFLOW). The statistics network runs once per image batch: its outputs are
+detached for the fiber steps, which accumulate the gradient on them, and one backward
+pass through the network then takes one Adam step on it per image batch.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,6 +36,8 @@ from detector.anomaly_map import MapStatistics, Reduction, anomaly_map, frame_sc
 from detector.calibration import Calibration
 from detector.encoders import Encoder
 from detector.model import SceneModel, ScoreSettings, build_head, to_input
+from detector.sanflow import SANFlowHead, grid_masks
+from training.augment import AugmentSettings, SyntheticAnomalies
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +50,7 @@ class TrainSettings:
     strictly against exactly these fields.
     """
 
-    model: str = "cflow"
+    model: Literal["cflow", "sanflow"] = "cflow"
     input_size: int = Field(default=256, ge=32)
     epochs: int = Field(default=20, ge=1)
     image_batch: int = Field(default=16, ge=1)
@@ -60,6 +72,19 @@ class TrainSettings:
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     frame_stride: int = Field(default=1, ge=1)
     max_frames_per_video: int | None = Field(default=None, ge=1)
+    # SANFlow (model: sanflow). The ablations of the paper: sanflow_bce_weight: 0 (without
+    # BCE), sanflow_kl_weight: 0 (without KL), sanflow_augment: false (without synthetic
+    # anomalies), sanflow_fixed_variance: true (no statistics network; sigma^2 = prior mode).
+    sanflow_bce_weight: float = Field(default=1.0, ge=0, le=100)  # lambda_1
+    sanflow_kl_weight: float = Field(default=0.2, ge=0, le=100)  # lambda_2
+    sanflow_prior_mode: float = Field(default=0.1, gt=0, le=10)  # xi, the prior variance's mode
+    sanflow_prior_window: int = Field(default=11, ge=2, le=64)  # p: prior IG(p^2/2 - 1, p^2 xi / 2)
+    sanflow_augment: bool = True
+    sanflow_fixed_variance: bool = False
+    sanflow_stats_width: int = Field(default=64, ge=1, le=512)  # filters of the statistics network
+    sanflow_jitter: float = Field(default=0.1, ge=0, le=0.5)  # colour jitter of pasted regions
+    sanflow_flip_prob: float = Field(default=0.5, ge=0, le=1)  # per axis
+    sanflow_border: float = Field(default=4.0, ge=0, le=32)  # softened edge, px at a 256 px input
 
 
 @dataclass
@@ -96,9 +121,58 @@ class FeatureBatches:
     def __len__(self) -> int:
         return math.ceil(len(self.frames) / self.batch)
 
+    def get(self, idx: int) -> list[torch.Tensor]:
+        """Features of batch ``idx`` (frames idx*batch ... idx*batch + batch - 1)."""
+        return self.cache[idx] if self.cache is not None else self._compute(idx * self.batch)
+
     def epoch(self, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
         for idx in torch.randperm(len(self), generator=generator).tolist():
-            yield self.cache[idx] if self.cache is not None else self._compute(idx * self.batch)
+            yield self.get(idx)
+
+
+class SANFlowBatches:
+    """Image batches for SANFlow: (images, encoder features, anomaly masks (B, S, S)).
+
+    With ``augment``, every batch is drawn afresh each epoch (shuffled frames, balanced
+    between normal frames and the three synthetic-anomaly kinds) and its features are
+    computed for it; without, the batches and their features are CFLOW's (cached when
+    they fit) and the masks are empty.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        frames: Sequence[np.ndarray],
+        size: int,
+        batch: int,
+        cache_mb: int,
+        augment: SyntheticAnomalies | None = None,
+    ) -> None:
+        self.encoder, self.frames, self.size, self.batch, self.augment = encoder, frames, size, batch, augment
+        self.features = None if augment else FeatureBatches(encoder, frames, size, batch, cache_mb)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.frames) / self.batch)
+
+    def epoch(
+        self, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]:
+        if self.features is not None:
+            for idx in torch.randperm(len(self), generator=generator).tolist():
+                images = to_input(self.frames[idx * self.batch : (idx + 1) * self.batch], self.size)
+                masks = torch.zeros(images.shape[0], self.size, self.size, dtype=torch.bool)
+                yield images, self.features.get(idx), masks
+            return
+        assert self.augment is not None
+        order = torch.randperm(len(self.frames), generator=generator).tolist()
+        for i in range(0, len(order), self.batch):
+            items = self.augment.batch(order[i : i + self.batch])
+            images = to_input([a.image for a in items], self.size)
+            masks = torch.from_numpy(np.stack([a.mask for a in items]))
+            if masks.shape[1:] != (self.size, self.size):  # frames not at the input size
+                masks = F.interpolate(masks[:, None].float(), size=(self.size, self.size),
+                                      mode="nearest-exact")[:, 0] > 0.5
+            yield images, self.encoder(images), masks
 
 
 def lr_at(step: int, total: int, warmup: int, settings: TrainSettings) -> float:
@@ -171,6 +245,114 @@ def train_head(
     return history
 
 
+def train_sanflow_head(
+    head: SANFlowHead,
+    batches: SANFlowBatches,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Fit a SANFlow head: CFLOW's fiber steps on the flows with SANFlow's loss
+    (:meth:`SANFlowHead.fiber_loss`), one step per image batch on the statistics network."""
+    probe = batches.encoder(to_input(batches.frames[:1], batches.size))
+    frames_per_batch = min(batches.batch, len(batches.frames))
+    steps_per_batch = sum(
+        math.ceil(frames_per_batch * f.shape[2] * f.shape[3] / settings.fiber_batch) for f in probe
+    )
+    steps_per_epoch = steps_per_batch * len(batches)  # approximate for a short last batch
+    total, warmup = steps_per_epoch * settings.epochs, steps_per_epoch * settings.warmup_epochs
+    flow_opt = torch.optim.Adam(head.flows.parameters(), lr=settings.lr)
+    stats_opt = torch.optim.Adam(head.stats.parameters(), lr=settings.lr) if head.stats is not None else None
+    history: list[dict] = []
+    step = 0
+    head.train()
+    bar = tqdm(total=settings.epochs * len(batches), desc="training sanflow", unit="batch",
+               disable=not progress)
+    for epoch in range(settings.epochs):
+        sums = {"loss": 0.0, "nll": 0.0, "bce": 0.0, "kl": 0.0}
+        count, normal_nll, normal_count, anomalous_count = 0, 0.0, 0, 0
+        for images, features, masks in batches.epoch(generator):
+            sizes = [tuple(f.shape[2:]) for f in features]
+            raw_maps: list[torch.Tensor] = []
+            leaves: list[torch.Tensor] = []
+            if head.stats is not None:
+                raw_maps = head.statistics_maps(images, sizes)
+                leaves = [r.detach().requires_grad_() for r in raw_maps]
+            batch_steps = 0
+            for layer, (feature, cells) in enumerate(zip(features, grid_masks(masks, sizes), strict=True)):
+                fibers, cond = head.fibers(feature)
+                anomalous = cells.reshape(-1)
+                order = torch.randperm(fibers.shape[0], generator=generator)
+                for i in range(0, fibers.shape[0], settings.fiber_batch):
+                    idx = order[i : i + settings.fiber_batch]
+                    for group in flow_opt.param_groups:
+                        group["lr"] = lr_at(step, total, warmup, settings)
+                    raw = leaves[layer].permute(0, 2, 3, 1).reshape(-1, 2)[idx] if leaves else None
+                    loss, parts = head.fiber_loss(layer, fibers[idx], cond[idx], raw, anomalous[idx],
+                                                  settings.sanflow_bce_weight, settings.sanflow_kl_weight)
+                    flow_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    flow_opt.step()
+                    step += 1
+                    batch_steps += 1
+                    n = idx.shape[0]
+                    sums["loss"] += float(loss.detach()) * n
+                    for key in ("nll", "bce", "kl"):
+                        sums[key] += float(parts[key].sum())
+                    normal = ~anomalous[idx]
+                    normal_nll += float(parts["nll_per_dim"][normal].sum())
+                    normal_count += int(normal.sum())
+                    anomalous_count += n - int(normal.sum())
+                    count += n
+            if stats_opt is not None:
+                # The fiber steps left d(loss)/d(statistics) on the leaves, summed over steps:
+                # one step on the network for the batch's mean fiber-step loss.
+                for group in stats_opt.param_groups:
+                    group["lr"] = lr_at(max(step - 1, 0), total, warmup, settings)
+                stats_opt.zero_grad(set_to_none=True)
+                grads = [leaf.grad / batch_steps if leaf.grad is not None else torch.zeros_like(leaf)
+                         for leaf in leaves]
+                torch.autograd.backward(raw_maps, grads)
+                stats_opt.step()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / max(count, 1):.4f}",
+                            nll=f"{normal_nll / max(normal_count, 1):.3f}")
+        record = {
+            "epoch": epoch + 1,
+            "loss": sums["loss"] / max(count, 1),
+            "nll_per_dim": normal_nll / max(normal_count, 1),  # normal fibers, normal base
+            "nll_loss": sums["nll"] / max(count, 1),
+            "bce": sums["bce"] / max(count, 1),
+            "kl_per_dim": sums["kl"] / max(count, 1),
+            "anomalous_fraction": anomalous_count / max(count, 1),
+            "lr": lr_at(step - 1, total, warmup, settings),
+        }
+        history.append(record)
+        log.info("epoch %d: loss %.4f, NLL/dim %.4f, BCE %.4f, KL/dim %.4f", epoch + 1, record["loss"],
+                 record["nll_per_dim"], record["bce"], record["kl_per_dim"])
+        if on_epoch:
+            on_epoch(record)
+    bar.close()
+    head.eval()
+    return history
+
+
+def head_config(settings: TrainSettings, feature_dims: Sequence[int]) -> dict:
+    """The flow head's constructor arguments for ``settings.model``."""
+    config = {"feature_dims": list(feature_dims), "cond_dim": settings.cond_dim,
+              "blocks": settings.coupling_blocks, "clamp": settings.clamp}
+    if settings.model == "sanflow":
+        config.update(stats_width=settings.sanflow_stats_width, prior_mode=settings.sanflow_prior_mode,
+                      prior_window=settings.sanflow_prior_window,
+                      fixed_variance=settings.sanflow_fixed_variance)
+    return config
+
+
+def augment_settings(settings: TrainSettings) -> AugmentSettings:
+    return AugmentSettings(settings.sanflow_jitter, settings.sanflow_flip_prob, settings.sanflow_border)
+
+
 @torch.no_grad()
 def measure_normal(
     model: SceneModel, encoder: Encoder, frames: Sequence[np.ndarray], batch: int
@@ -178,7 +360,8 @@ def measure_normal(
     """NLL-per-dimension maps of frames, concatenated per layer: [(N, H_l, W_l)]."""
     per_layer: list[list[torch.Tensor]] = []
     for i in range(0, len(frames), batch):
-        maps = model.nll_maps(encoder(to_input(frames[i : i + batch], model.input_size)))
+        images = to_input(frames[i : i + batch], model.input_size)
+        maps = model.nll_maps(encoder(images), images)
         if not per_layer:
             per_layer = [[] for _ in maps]
         for acc, m in zip(per_layer, maps, strict=True):
@@ -221,13 +404,19 @@ def train_scene(
     start = time.perf_counter()
     generator = seed_everything(settings.seed)
     encoder.eval()
-    head = build_head(settings.model, {
-        "feature_dims": encoder.channels, "cond_dim": settings.cond_dim,
-        "blocks": settings.coupling_blocks, "clamp": settings.clamp,
-    })
-    batches = FeatureBatches(encoder, train_frames, settings.input_size, settings.image_batch,
-                             settings.feature_cache_mb)
-    history = train_head(head, batches, settings, generator, progress)
+    head = build_head(settings.model, head_config(settings, encoder.channels))
+    if isinstance(head, SANFlowHead):
+        # Its own random stream, so augmentation does not shift the flows' draws.
+        augment = (SyntheticAnomalies(train_frames, augment_settings(settings),
+                                      np.random.default_rng([settings.seed, 1]))
+                   if settings.sanflow_augment else None)
+        sanflow_batches = SANFlowBatches(encoder, train_frames, settings.input_size, settings.image_batch,
+                                         settings.feature_cache_mb, augment)
+        history = train_sanflow_head(head, sanflow_batches, settings, generator, progress)
+    else:
+        batches = FeatureBatches(encoder, train_frames, settings.input_size, settings.image_batch,
+                                 settings.feature_cache_mb)
+        history = train_head(head, batches, settings, generator, progress)
     model = SceneModel(
         kind=settings.model, head=head, encoder=encoder.name, encoder_digest=encoder.digest,
         input_size=settings.input_size,

@@ -67,6 +67,7 @@ def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_fram
                                         source="replay").image()
         assert s.score == pytest.approx(offline.score_batch([image])[0].score, abs=1e-4)
     assert metrics.batch_size._sum.get() == 12
+    assert metrics.consumer_lag._value.get() == 0
 
 
 def test_bad_records_are_counted_and_skipped(encoder, registry, clip_frames) -> None:

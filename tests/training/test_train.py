@@ -74,3 +74,103 @@ def test_settings_are_strict() -> None:
         TrainSettings(epoch=3)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         TrainSettings(reduction="mean")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- SANFlow
+
+
+def _sanflow_settings(**overrides) -> TrainSettings:
+    base = dict(model="sanflow", input_size=64, epochs=3, fiber_batch=512, cond_dim=16, warmup_epochs=1,
+                lr=1e-3, blur_sigma=1.0, sanflow_stats_width=8)
+    base.update(overrides)
+    return tiny_settings(**base)
+
+
+def test_sanflow_short_training_lowers_the_loss(encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
+    from detector.sanflow import SANFlowHead
+
+    small = resize(clip_frames, 64)
+    result = train_scene(encoder, small[:16], small[16:20], _sanflow_settings(), progress=False)
+    loss = [h["loss"] for h in result.history]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    keys = ("loss", "nll_per_dim", "bce", "kl_per_dim")
+    assert all(math.isfinite(h[k]) for h in result.history for k in keys)
+    assert all(b < a for a, b in zip(loss, loss[1:], strict=False))
+    assert result.history[-1]["nll_per_dim"] < result.history[0]["nll_per_dim"]
+    assert all(0 < h["anomalous_fraction"] < 0.5 for h in result.history)  # synthetic anomalies were seen
+    model = result.model
+    assert model.kind == "sanflow" and isinstance(model.head, SANFlowHead) and model.needs_images
+    assert model.calibration is not None and len(model.calibration.normal_scores) == 4
+    # The statistics network was trained: variances are no longer the prior's everywhere.
+    assert float(model.head.stats.last.weight.detach().abs().sum()) > 0
+
+
+def test_sanflow_training_is_reproducible(encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
+    small = resize(clip_frames[:12], 32)
+    settings = _sanflow_settings(input_size=32, epochs=1, fiber_batch=256, cond_dim=8)
+    a = train_scene(encoder, small[:8], small[8:], settings, progress=False)
+    b = train_scene(encoder, small[:8], small[8:], settings, progress=False)
+    assert a.history == b.history
+    assert a.model.calibration == b.model.calibration
+
+
+@pytest.mark.parametrize(
+    "ablation",
+    [dict(sanflow_bce_weight=0.0), dict(sanflow_kl_weight=0.0), dict(sanflow_augment=False),
+     dict(sanflow_fixed_variance=True)],
+    ids=["no-bce", "no-kl", "no-augment", "fixed-variance"],
+)
+def test_sanflow_ablations_train(encoder: Encoder, clip_frames: list[np.ndarray], ablation: dict) -> None:
+    small = resize(clip_frames[:12], 32)
+    settings = _sanflow_settings(input_size=32, epochs=1, fiber_batch=256, cond_dim=8, **ablation)
+    result = train_scene(encoder, small[:8], small[8:], settings, progress=False)
+    (record,) = result.history
+    assert math.isfinite(record["loss"]) and result.model.calibration is not None
+    if "sanflow_augment" in ablation:
+        assert record["anomalous_fraction"] == 0
+    if "sanflow_fixed_variance" in ablation:
+        assert record["kl_per_dim"] == 0 and result.model.head.stats is None
+        assert not result.model.needs_images
+    else:
+        assert result.model.needs_images
+
+
+def test_sanflow_batches_with_and_without_augmentation(
+    encoder: Encoder, clip_frames: list[np.ndarray]
+) -> None:
+    import torch
+
+    from training.augment import SyntheticAnomalies
+    from training.train import SANFlowBatches
+
+    frames = resize(clip_frames[:10], 64)
+    plain = SANFlowBatches(encoder, frames, 64, 4, cache_mb=64)
+    assert plain.features is not None and plain.features.cache is not None  # cached as for CFLOW
+    augmented = SANFlowBatches(encoder, frames, 64, 4, cache_mb=64,
+                               augment=SyntheticAnomalies(frames, seed=0))
+    for batches in (plain, augmented):
+        seen = 0
+        for images, features, masks in batches.epoch(torch.Generator().manual_seed(0)):
+            assert images.shape[1:] == (3, 64, 64) and masks.shape == (images.shape[0], 64, 64)
+            assert masks.dtype == torch.bool
+            assert [tuple(f.shape[2:]) for f in features] == [(8, 8), (4, 4), (2, 2)]
+            if batches is augmented and images.shape[0] == 4:  # 3 of 4 frames get an anomaly
+                assert masks.flatten(1).any(1).sum() == 3
+            if batches is plain:
+                assert not masks.any()
+            seen += images.shape[0]
+        assert seen == 10 and len(batches) == 3
+
+
+def test_sanflow_settings_are_validated() -> None:
+    from pydantic import ValidationError
+
+    s = TrainSettings()
+    assert s.model == "cflow"
+    assert (s.sanflow_bce_weight, s.sanflow_kl_weight, s.sanflow_prior_mode) == (1.0, 0.2, 0.1)
+    assert s.sanflow_augment and not s.sanflow_fixed_variance
+    for bad in (dict(model="nope"), dict(sanflow_bce_weight=-1.0), dict(sanflow_kl_weight=-0.1),
+                dict(sanflow_prior_mode=0.0), dict(sanflow_prior_window=1), dict(sanflow_jitter=0.9),
+                dict(sanflow_flip_prob=1.5), dict(sanflow_stats_width=0), dict(sanflow_border=-1.0)):
+        with pytest.raises(ValidationError):
+            TrainSettings(**bad)
