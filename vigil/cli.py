@@ -18,6 +18,8 @@ DEMO_CLIP = Path(__file__).resolve().parent.parent / "tests" / "data" / "campus_
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's input being wrong: printed, not traced."""
+    from alerting.cli import AlertNotFoundError
+    from alerting.store import StoreError
     from detector.encoders import WeightsError
     from detector.scorer import EncoderMismatchError
     from scenes.checkpoint import CheckpointError
@@ -26,7 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from streamer.video import SourceError
 
     return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
-            InvalidSceneIdError, EncoderMismatchError, BusError)
+            InvalidSceneIdError, EncoderMismatchError, BusError, StoreError, AlertNotFoundError)
 
 
 def _registry(cfg: VigilConfig, override: Path | None):
@@ -145,15 +147,22 @@ def _run_roles(cfg: VigilConfig, roles: tuple[str, ...], until_drained: bool) ->
     if "ingest" in roles and not cfg.cameras:
         raise ConfigError("no cameras configured (the `cameras:` list of the config is empty)")
     pipeline = run_roles(cfg, roles, until_drained)
+    summary: dict = {}
     if pipeline.recorder is not None:
-        counts = {c.id: pipeline.recorder.count(c.id) for c in cfg.cameras}
-        print(json.dumps({"scores_recorded": counts, "dir": str(cfg.recorder.dir)}))
+        summary["scores_recorded"] = {c.id: pipeline.recorder.count(c.id) for c in cfg.cameras}
+        summary["dir"] = str(cfg.recorder.dir)
+    if pipeline.alert_metrics is not None and pipeline.alerter is not None:
+        summary["alerts_started"] = int(pipeline.alert_metrics.events.labels("start")._value.get())
+        store = cfg.alerting.store
+        summary["alert_store"] = str(store.dir) if store.kind == "local" else store.kind
+    if summary:
+        print(json.dumps(summary))
     return 0
 
 
 def cmd_run(args: argparse.Namespace, cfg: VigilConfig) -> int:
     """All roles in one process; returns when every replay is scored, or on Ctrl-C."""
-    return _run_roles(cfg, ("ingest", "detect", "record"), until_drained=not args.forever)
+    return _run_roles(cfg, ("ingest", "detect", "record", "alert"), until_drained=not args.forever)
 
 
 def cmd_ingest(args: argparse.Namespace, cfg: VigilConfig) -> int:
@@ -162,6 +171,36 @@ def cmd_ingest(args: argparse.Namespace, cfg: VigilConfig) -> int:
 
 def cmd_detect(args: argparse.Namespace, cfg: VigilConfig) -> int:
     return _run_roles(cfg, ("detect",), until_drained=False)
+
+
+def cmd_alert(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    return _run_roles(cfg, ("alert",), until_drained=False)
+
+
+def cmd_alerts(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    """`vigil alerts tail | list | get`: alert events and stored alerts."""
+    from alerting import cli as alerts
+
+    if args.alerts_command == "tail":
+        use_topic = args.source == "topic" or (args.source == "auto" and cfg.bus.kind == "kafka")
+        if use_topic:
+            if cfg.bus.kafka is None:
+                raise ConfigError("alerts tail --source topic needs a bus.kafka section in the config")
+            events = alerts.follow_topic(cfg.bus.kafka, args.from_beginning)
+            alerts.alerts_tail(events, args.camera, args.count, args.timeout)
+            return 0
+    store = alerts.open_reader(cfg)
+    try:
+        if args.alerts_command == "tail":
+            alerts.alerts_tail(alerts.follow_store(store, args.from_beginning), args.camera, args.count,
+                               args.timeout)
+        elif args.alerts_command == "list":
+            alerts.alerts_list(store, args.camera, args.limit)
+        else:
+            alerts.alerts_get(store, args.alert_id, args.out, args.snapshot)
+    finally:
+        store.close()
+    return 0
 
 
 def cmd_eval_stc(args: argparse.Namespace, cfg: VigilConfig) -> int:
@@ -222,6 +261,26 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_ingest)
     de = sub.add_parser("detect", help="detector role: vigil.frames -> vigil.scores (runs until stopped)")
     de.set_defaults(func=cmd_detect)
+    al = sub.add_parser("alert", help="alert role: frames + scores -> alerts (store, vigil.alerts)")
+    al.set_defaults(func=cmd_alert)
+
+    a = sub.add_parser("alerts", help="follow alert events, list stored alerts, fetch clips")
+    asub = a.add_subparsers(dest="alerts_command", required=True)
+    at = asub.add_parser("tail", help="print alert events as JSON lines as they come")
+    at.add_argument("--from-beginning", action="store_true", help="start with the oldest event kept")
+    at.add_argument("--camera", help="only this camera's events")
+    at.add_argument("--source", choices=["auto", "topic", "store"], default="auto",
+                    help="vigil.alerts on Kafka or the store's event log (auto: Kafka if bus.kind is kafka)")
+    at.add_argument("--count", type=int, help="exit after this many events")
+    at.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
+    al_ = asub.add_parser("list", help="stored alerts, newest first (JSON lines)")
+    al_.add_argument("--camera", help="only this camera's alerts")
+    al_.add_argument("--limit", type=int, default=100)
+    ag = asub.add_parser("get", help="an alert's record (JSON); its clip and snapshot to files")
+    ag.add_argument("alert_id")
+    ag.add_argument("-o", "--out", type=Path, help="write the clip (MP4) here")
+    ag.add_argument("--snapshot", type=Path, help="write the snapshot (JPEG) here")
+    a.set_defaults(func=cmd_alerts)
 
     ev = sub.add_parser("eval", help="evaluate on a test set").add_subparsers(dest="dataset", required=True)
     stc = ev.add_parser("stc", help="ShanghaiTech-Campus layout: frame/pixel AUROC, AUPRO, report")

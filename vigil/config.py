@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alerting.config import AlertingConfig
 from detector.worker import DetectorSettings
 from streamer.bus import KafkaConfig
 from streamer.sources import CameraConfig
@@ -85,6 +86,7 @@ class VigilConfig(Strict):
     bus: BusConfig = BusConfig()
     ops: OpsConfig = OpsConfig()
     recorder: RecorderConfig = RecorderConfig()
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> VigilConfig:

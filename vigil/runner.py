@@ -1,10 +1,10 @@
 """Wiring the roles together: which bus, which workers, metrics and shutdown.
 
-`vigil run` starts every role (ingest per camera, detector, score recorder) as threads on
-one bus -- the in-process bus by default, Kafka when ``bus.kind: kafka``. `vigil ingest` and
-`vigil detect` start one role each. The roles themselves live in their packages
-(:mod:`streamer.ingest`, :mod:`detector.worker`, :mod:`vigil.recorder`); this module only
-connects them.
+`vigil run` starts every role (ingest per camera, detector, score recorder, alerting) as
+threads on one bus -- the in-process bus by default, Kafka when ``bus.kind: kafka``.
+`vigil ingest`, `vigil detect` and `vigil alert` start one role each. The roles themselves
+live in their packages (:mod:`streamer.ingest`, :mod:`detector.worker`,
+:mod:`vigil.recorder`, :mod:`alerting.worker`); this module only connects them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from alerting.events import ALERTS_TOPIC
+from alerting.store import AlertStore, open_store
+from alerting.worker import AlertMetrics, AlertWorker
 from detector.encoders import Encoder
 from detector.worker import DetectorMetrics, DetectorWorker
 from scenes.registry import SceneRegistry
@@ -29,7 +32,9 @@ from vigil.recorder import ScoreRecorder
 
 log = logging.getLogger(__name__)
 
-ROLES = ("ingest", "detect", "record")
+ROLES = ("ingest", "detect", "record", "alert")
+#: What a Pipeline runs unless told otherwise (`vigil run` adds "alert").
+DEFAULT_ROLES = ("ingest", "detect", "record")
 
 
 def make_bus(cfg: VigilConfig) -> Bus:
@@ -44,7 +49,7 @@ class Pipeline:
     """The roles of one process, started on one bus."""
 
     cfg: VigilConfig
-    roles: tuple[str, ...] = ROLES
+    roles: tuple[str, ...] = DEFAULT_ROLES
     bus: Bus | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -57,16 +62,26 @@ class Pipeline:
         self.ingest: list[IngestWorker] = []
         self.detector: DetectorWorker | None = None
         self.recorder: ScoreRecorder | None = None
+        self.alerter: AlertWorker | None = None
+        self.alert_store: AlertStore | None = None
         self.ops: OpsServer | None = None
         self.ingest_metrics = IngestMetrics(self.registry) if "ingest" in self.roles else None
         self.detector_metrics = DetectorMetrics(self.registry) if "detect" in self.roles else None
+        self.alert_metrics = AlertMetrics(self.registry) if "alert" in self.roles else None
         self._producer = None
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> Pipeline:
         assert self.bus is not None
-        self.bus.ensure_topics([FRAMES_TOPIC, SCORES_TOPIC])
+        self.bus.ensure_topics([FRAMES_TOPIC, SCORES_TOPIC, ALERTS_TOPIC])
         self._producer = self.bus.producer()
+        if "alert" in self.roles and self.cfg.alerting.enabled:
+            assert self.alert_metrics is not None
+            self.alert_store = open_store(self.cfg.alerting.store)
+            self.alerter = AlertWorker(
+                self.bus.consumer(self.cfg.alerting.group, [FRAMES_TOPIC, SCORES_TOPIC]), self._producer,
+                self.alert_store, self.cfg.alerting, self.alert_metrics, self.stop,
+            ).start()
         if "detect" in self.roles:
             assert self.detector_metrics is not None
             self.detector = DetectorWorker(
@@ -113,6 +128,9 @@ class Pipeline:
             alive = self.detector._thread is not None and self.detector._thread.is_alive()
             ok &= alive
             detail["detector"] = {"alive": alive}
+        if self.alerter is not None:
+            ok &= self.alerter.alive
+            detail["alert"] = {"alive": self.alerter.alive, "spooled": self.alerter.store.pending()}
         return ok, detail
 
     def ingest_done(self) -> bool:
@@ -128,6 +146,12 @@ class Pipeline:
                 return False
             if self.recorder is not None and bus.lag(self.cfg.recorder.group, [SCORES_TOPIC]) > 0:
                 return False
+            if self.alerter is not None:
+                # the replays are over: the alert role ends open alerts once it has read everything
+                self.alerter.request_finish()
+                if not self.alerter.finished.is_set() or bus.lag(self.cfg.alerting.group,
+                                                                 [FRAMES_TOPIC, SCORES_TOPIC]) > 0:
+                    return False
         return True
 
     def wait(self, timeout: float | None = None, until_drained: bool = True) -> bool:
@@ -145,15 +169,25 @@ class Pipeline:
         self.stop.set()
         for worker in self.ingest:
             worker.join(timeout=10)
-        for role in (self.detector, self.recorder):
+        for role in (self.detector, self.recorder, self.alerter):
             if role is not None:
                 role.join(timeout=30)
-        for role in (self.detector, self.recorder):
+        if self.alerter is not None and isinstance(self.bus, InProcessBus) and not self.alerter.alive:
+            # nothing will be redelivered after this process: store what the open alerts have
+            try:
+                self.alerter.finish_all()
+            except Exception:  # noqa: BLE001 - shutting down; the cause is logged
+                log.exception("alert role: open alerts could not be stored at shutdown")
+        for role in (self.detector, self.recorder, self.alerter):
             consumer = getattr(role, "consumer", None)
             if consumer is not None:
                 consumer.close()
         if self.recorder is not None:
             self.recorder.close()
+        if self.alerter is not None:
+            self.alerter.close()
+        if self.alert_store is not None:
+            self.alert_store.close()
         if self._producer is not None:
             self._producer.close()
         if self.ops is not None:

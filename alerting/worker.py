@@ -1,0 +1,548 @@
+"""The alert role: ``vigil.frames`` + ``vigil.scores`` in, alerts (store + ``vigil.alerts``) out.
+
+One consumer (group ``alerting.group``) reads both topics. Per camera:
+
+* frames go into a bounded ring buffer (:class:`~alerting.ring.FrameRing`), JPEG bytes as
+  received; scores are joined to their frame by ``seq``. A score waits (``join_timeout_s``,
+  wall clock) for its frame unless the frame is already there or a later frame arrived (then
+  it is not coming: counted as missing). Scores are de-duplicated: a score whose seq and ts
+  are not past the last one processed is a redelivery; a seq going back with a newer ts is a
+  source restart (the camera's open alert is ended and its state reset).
+* joined scores drive the camera's :class:`~alerting.lifecycle.AlertLifecycle`; a start opens
+  a clip (pre-roll from the ring, :class:`~alerting.clip.ClipAssembler`), every later frame
+  is appended as its score arrives, and after the end the clip runs on for the post-roll;
+  then it is stored and the ``end`` event goes out. ``start`` and ``update`` are stored (with
+  the snapshot of the peak frame so far) and published at once.
+
+Delivery: every store write is idempotent (see :mod:`alerting.store`); events the store has
+not seen published are sent to ``vigil.alerts`` (key = camera), the producer is flushed, the
+store is told they are published, and only then are offsets committed -- and only up to the
+oldest record the in-memory state still depends on (frames that may become pre-roll, the
+scores of the k-of-n window, everything since the anchor of an open, closing or cooling-down
+alert). After a crash the uncommitted records are read again and rebuild the same state;
+alert ids are deterministic, so nothing is duplicated and nothing is lost.
+
+A camera silent for ``idle_timeout_s`` has its open alert ended at its last frame;
+:meth:`AlertWorker.finish_all` does the same for every camera (end of a replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from alerting.clip import ClipAssembler, estimate_fps, snapshot_jpeg
+from alerting.config import AlertingConfig
+from alerting.events import ALERTS_TOPIC, AlertRecord, encode_event
+from alerting.lifecycle import AlertLifecycle, AlertState, Transition
+from alerting.region import Region, hot_region
+from alerting.ring import FrameRing, RingEntry
+from alerting.store import AlertStore, AlertWrite, PutResult, StoreError
+from streamer.bus import BusError, CommitFailedError, Consumer, Producer, PublishError, Record
+from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
+
+__all__ = ["AlertMetrics", "AlertWorker"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_MAX_S = 5.0
+
+
+class _Stopped(Exception):  # noqa: N818 - internal control flow
+    """The worker was asked to stop while it waited for the store."""
+
+
+class AlertMetrics:
+    """The alert role's Prometheus metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.frames_in = Counter("vigil_alert_frames_in", "frame records read", registry=registry)
+        self.scores_in = Counter("vigil_alert_scores_in", "score records processed", ["camera"],
+                                 registry=registry)
+        self.duplicates = Counter("vigil_alert_duplicates", "redelivered score records dropped",
+                                  registry=registry)
+        self.rejected = Counter("vigil_alert_rejected", "unparseable records skipped", ["topic"],
+                                registry=registry)
+        self.missing_frames = Counter("vigil_alert_missing_frames", "scores whose frame never arrived",
+                                      registry=registry)
+        self.unscored_frames = Counter("vigil_alert_unscored_frames",
+                                       "frames that left the ring buffer without a score", registry=registry)
+        self.events = Counter("vigil_alert_events", "alert events decided", ["state"], registry=registry)
+        self.published = Counter("vigil_alert_events_published", "alert events published on vigil.alerts",
+                                 registry=registry)
+        self.store_unavailable = Counter("vigil_alert_store_unavailable",
+                                         "store writes that could not be done at once", registry=registry)
+        self.open_alerts = Gauge("vigil_alert_open", "alerts open or recording their post-roll",
+                                 registry=registry)
+        self.spooled = Gauge("vigil_alert_spooled_writes", "writes waiting in the spool", registry=registry)
+
+
+@dataclass
+class _Alert:
+    """Worker-side state of one alert (the clip being recorded, its peak frame)."""
+
+    state: AlertState
+    status: Literal["open", "closing"] = "open"
+    clip: ClipAssembler | None = None
+    peak: RingEntry | None = None
+    post_roll_until: int | None = None  # capture ms
+
+
+@dataclass
+class _Pending:
+    msg: ScoreMessage
+    arrived: float  # monotonic
+
+
+@dataclass
+class _Camera:
+    camera: str
+    scene: str
+    source: str
+    ring: FrameRing
+    machine: AlertLifecycle
+    pending: deque[_Pending] = field(default_factory=deque)
+    alerts: list[_Alert] = field(default_factory=list)
+    last_seq: int | None = None  # last score processed
+    last_ts: int | None = None
+    last_activity: float = field(default_factory=time.monotonic)
+    finished: bool = False  # ended by finish/idle: nothing uncommitted is needed any more
+
+    def low_water(self, pre_roll_ms: int) -> int | None:
+        """Oldest seq (frames and scores) the state depends on; None: nothing."""
+        if self.finished:
+            return None
+        marks: list[int] = []
+        if (m := self.machine.low_water()) is not None:
+            marks.append(m)
+        if self.pending:
+            marks.append(self.pending[0].msg.seq)
+        # frames that may still become the pre-roll of an alert starting now or later
+        newest = self.ring.get(self.ring.newest_seq) if self.ring.newest_seq is not None else None
+        if newest is not None:
+            horizon = newest.ts - pre_roll_ms
+            for entry in self.ring.between(-1, newest.seq):
+                if entry.ts >= horizon:
+                    marks.append(entry.seq)
+                    break
+        for alert in self.alerts:
+            marks.append(alert.state.anchor_seq)
+            if alert.clip is not None and alert.clip.first_seq is not None:
+                marks.append(alert.clip.first_seq)
+        return min(marks) if marks else None
+
+
+class AlertWorker:
+    """Consumes frames and scores, keeps per-camera alert state, stores and publishes alerts."""
+
+    def __init__(self, consumer: Consumer, producer: Producer, store: AlertStore, cfg: AlertingConfig,
+                 metrics: AlertMetrics, stop: threading.Event | None = None,
+                 frames_topic: str = FRAMES_TOPIC, scores_topic: str = SCORES_TOPIC,
+                 alerts_topic: str = ALERTS_TOPIC) -> None:
+        self.consumer, self.producer, self.store = consumer, producer, store
+        self.cfg, self.metrics = cfg, metrics
+        self.stop = stop or threading.Event()
+        self.frames_topic, self.scores_topic, self.alerts_topic = frames_topic, scores_topic, alerts_topic
+        self.cameras: dict[str, _Camera] = {}
+        self._uncommitted: dict[tuple[str, int], deque[tuple[int, str | None, int]]] = {}
+        self._to_publish: list[dict] = []  # events not yet flushed to the topic
+        self._pre_roll_ms = int(cfg.clip.pre_roll_s * 1000)
+        self._finish_requested = threading.Event()
+        self.finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_housekeeping = 0.0
+
+    # ------------------------------------------------------------------ thread
+    def run(self) -> None:
+        log.info("alert worker started (store %s)", type(self.store).__name__)
+        while not self.stop.is_set():
+            try:
+                records = self.consumer.poll(max_records=256, timeout_ms=200)
+                if records:
+                    self.finished.clear()
+                    self.handle(records)
+                elif self._finish_requested.is_set() and not self.finished.is_set():
+                    self.finish_all()
+                    self.finished.set()
+                self.housekeeping()
+            except _Stopped:
+                break
+            except BusError as exc:  # broker trouble: nothing committed, records come again
+                log.warning("alert worker: %s", exc)
+                self.stop.wait(1.0)
+
+    def start(self) -> AlertWorker:
+        self._thread = threading.Thread(target=self.run, name="alert", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_finish(self) -> None:
+        """Ask the worker thread to end every alert once it has read everything (end of replays)."""
+        self._finish_requested.set()
+
+    # ------------------------------------------------------------------ records
+    def handle(self, records: list[Record]) -> None:
+        """Process one poll's records: frames first, then the scores that can be joined."""
+        now = time.monotonic()
+        touched: set[str] = set()
+        for record in records:
+            camera, seq = None, -1
+            if record.topic == self.frames_topic:
+                self.metrics.frames_in.inc()
+                try:
+                    msg = FrameMessage.from_record(record.key, record.value, record.headers)
+                except MessageError as exc:
+                    self._reject(record, exc)
+                else:
+                    camera, seq = msg.camera, msg.seq
+                    self._on_frame(msg, now)
+                    if self.cameras[camera].pending:  # a score was waiting for this frame
+                        touched.add(camera)
+            elif record.topic == self.scores_topic:
+                try:
+                    smsg = ScoreMessage.from_record(record.key, record.value, record.headers)
+                except MessageError as exc:
+                    self._reject(record, exc)
+                else:
+                    camera, seq = smsg.camera, smsg.seq
+                    if self._queue_score(smsg, now):
+                        touched.add(smsg.camera)
+            self._uncommitted.setdefault((record.topic, record.partition), deque()).append(
+                (record.offset, camera, seq))
+        for camera in touched:
+            self._process_ready(self.cameras[camera], now)
+        self._deliver()
+
+    def _reject(self, record: Record, exc: Exception) -> None:
+        self.metrics.rejected.labels(record.topic).inc()
+        log.warning("skipping record %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+
+    def _camera(self, camera: str, scene: str, source: str) -> _Camera:
+        cam = self.cameras.get(camera)
+        if cam is not None and cam.scene != scene:
+            log.info("camera %s moved from scene %s to %s: alert state reset", camera, cam.scene, scene)
+            self._reset(cam)
+            cam = None
+        if cam is None:
+            settings = self.cfg.lifecycle_for(camera, scene)
+            cam = _Camera(camera, scene, source, FrameRing(self.cfg.ring.max_frames, self.cfg.ring.max_bytes),
+                          AlertLifecycle(camera, scene, settings, source))
+            self.cameras[camera] = cam
+        return cam
+
+    def _on_frame(self, msg: FrameMessage, now: float) -> None:
+        cam = self._camera(msg.camera, msg.scene, msg.source)
+        newest = cam.ring.get(cam.ring.newest_seq) if cam.ring.newest_seq is not None else None
+        if newest is not None and msg.seq <= newest.seq and msg.ts > newest.ts and msg.seq not in cam.ring:
+            log.info("camera %s: frame seq went back from %d to %d: source restarted", msg.camera,
+                     newest.seq, msg.seq)
+            self._reset(cam)
+        _added, evicted = cam.ring.add(RingEntry(msg.seq, msg.ts, msg.width, msg.height, msg.jpeg))
+        self.metrics.unscored_frames.inc(sum(e.score is None for e in evicted))
+        cam.last_activity, cam.finished = now, False
+
+    def _queue_score(self, msg: ScoreMessage, now: float) -> bool:
+        cam = self._camera(msg.camera, msg.scene, msg.source)
+        last_seq = cam.pending[-1].msg.seq if cam.pending else cam.last_seq
+        last_ts = cam.pending[-1].msg.ts if cam.pending else cam.last_ts
+        if last_seq is not None and last_ts is not None and msg.seq <= last_seq:
+            if msg.ts <= last_ts:
+                self.metrics.duplicates.inc()
+                return False
+            log.info("camera %s: score seq went back from %d to %d: source restarted", msg.camera,
+                     last_seq, msg.seq)
+            self._process_ready(cam, now, force=True)
+            self._reset(cam, keep_ring=True)
+        cam.pending.append(_Pending(msg, now))
+        cam.last_activity, cam.finished = now, False
+        return True
+
+    def _process_ready(self, cam: _Camera, now: float, force: bool = False) -> None:
+        """Process the camera's waiting scores whose frame is there or will not come."""
+        timeout = self.cfg.join_timeout_s
+        while cam.pending:
+            p = cam.pending[0]
+            seq = p.msg.seq
+            have = seq in cam.ring
+            gone = cam.ring.newest_seq is not None and cam.ring.newest_seq > seq
+            if not (have or gone or force or now - p.arrived >= timeout):
+                break
+            cam.pending.popleft()
+            if not have:
+                self.metrics.missing_frames.inc()
+            self._on_score(cam, p.msg)
+
+    # ------------------------------------------------------------------ the alert logic
+    def _on_score(self, cam: _Camera, msg: ScoreMessage) -> None:
+        self.metrics.scores_in.labels(cam.camera).inc()
+        entry, evicted = cam.ring.attach(msg.seq, msg.score, msg.anomaly_map, msg.model)
+        self.metrics.unscored_frames.inc(sum(e.score is None for e in evicted))
+        cam.last_seq, cam.last_ts = msg.seq, msg.ts
+        for alert in cam.alerts:  # clips of alerts already running take this frame
+            self._feed(cam, alert, msg.seq)
+        previous_peak = cam.machine.active.peak_seq if cam.machine.active is not None else None
+        for t in cam.machine.observe(msg.seq, msg.ts, msg.score, msg.model):
+            self._transition(cam, t)
+        active = cam.machine.active
+        if active is not None and cam.alerts and active.peak_seq != previous_peak:
+            alert = self._open_alert(cam)
+            alert.state = active
+            if entry is not None and active.peak_seq == msg.seq:
+                alert.peak = entry
+        self._close_due(cam, msg.seq, msg.ts)
+
+    def _open_alert(self, cam: _Camera) -> _Alert:
+        return next(a for a in cam.alerts if a.status == "open")
+
+    def _feed(self, cam: _Camera, alert: _Alert, upto_seq: int) -> None:
+        if alert.status == "closing" and alert.post_roll_until is not None:
+            entries = [e for e in self._unfed(cam, alert, upto_seq) if e.ts <= alert.post_roll_until]
+        else:
+            entries = list(self._unfed(cam, alert, upto_seq))
+        if not entries:
+            return
+        if alert.clip is None:
+            alert.clip = self._new_clip(cam, entries[0])
+            if alert.clip is None:
+                return
+        for e in entries:
+            alert.clip.add(e)
+
+    def _unfed(self, cam: _Camera, alert: _Alert, upto_seq: int) -> list[RingEntry]:
+        after = alert.clip.last_seq if alert.clip is not None and alert.clip.last_seq is not None else None
+        first = (after + 1) if after is not None else alert.state.start_seq
+        return list(cam.ring.between(first, upto_seq))
+
+    def _new_clip(self, cam: _Camera, first: RingEntry) -> ClipAssembler | None:
+        c = self.cfg.clip
+        fps = estimate_fps(list(cam.ring.between(-1, cam.ring.newest_seq or 0)))
+        try:
+            return ClipAssembler(fps, (first.width, first.height), overlay=c.overlay, crf=c.crf,
+                                 max_frames=max(1, int(c.max_s * fps)), tmp_dir=c.tmp_dir)
+        except Exception as exc:  # noqa: BLE001 - an alert without a clip beats no alert
+            log.error("camera %s: cannot start a clip (%s); the alert goes on without one", cam.camera, exc)
+            return None
+
+    def _transition(self, cam: _Camera, t: Transition) -> None:
+        self.metrics.events.labels(t.kind).inc()
+        if t.kind == "start":
+            alert = _Alert(t.alert)
+            pre_roll = cam.ring.since_ts(t.ts - self._pre_roll_ms, t.seq)
+            alert.clip = self._new_clip(cam, pre_roll[0]) if pre_roll else None
+            if alert.clip is not None:
+                for e in pre_roll:
+                    alert.clip.add(e)
+            alert.peak = cam.ring.get(t.alert.peak_seq)
+            cam.alerts.append(alert)
+            self.metrics.open_alerts.inc()
+            log.info("alert %s started (camera %s, seq %d, score %.2f)", t.alert.alert_id, cam.camera,
+                     t.seq, t.alert.peak_score)
+            self._write(cam, alert, "start", t.seq, t.ts, version=t.seq)
+        elif t.kind == "update":
+            alert = self._open_alert(cam)
+            alert.state = t.alert
+            alert.peak = cam.ring.get(t.alert.peak_seq) or alert.peak
+            self._write(cam, alert, "update", t.seq, t.ts, version=t.seq)
+        else:  # end: the clip runs on for the post-roll, then the alert is stored and announced
+            alert = self._open_alert(cam)
+            alert.state = t.alert
+            alert.status = "closing"
+            alert.post_roll_until = t.ts + int(self.cfg.clip.post_roll_s * 1000)
+            log.info("alert %s ended (seq %d, peak %.2f); recording %.1f s post-roll", t.alert.alert_id,
+                     t.seq, t.alert.peak_score, self.cfg.clip.post_roll_s)
+
+    def _close_due(self, cam: _Camera, seq: int, ts: int) -> None:
+        for alert in [a for a in cam.alerts if a.status == "closing"]:
+            assert alert.post_roll_until is not None
+            if ts >= alert.post_roll_until:
+                self._close(cam, alert, seq)
+
+    def _close(self, cam: _Camera, alert: _Alert, version: int) -> None:
+        clip = alert.clip.finish() if alert.clip is not None else None
+        end_seq, end_ts = alert.state.end_seq, alert.state.end_ts
+        assert end_seq is not None and end_ts is not None
+        self._write(cam, alert, "end", end_seq, end_ts, version=max(version, end_seq), clip=clip)
+        cam.alerts.remove(alert)
+        self.metrics.open_alerts.dec()
+
+    def _region(self, alert: _Alert) -> Region | None:
+        p = alert.peak
+        if p is None or p.amap is None:
+            return None
+        return hot_region(p.amap, p.width, p.height, self.cfg.clip.region_level)
+
+    def _write(self, cam: _Camera, alert: _Alert, state: Literal["start", "update", "end"], seq: int, ts: int,
+               version: int, clip: bytes | None = None) -> None:
+        region = self._region(alert)
+        snapshot = (snapshot_jpeg(alert.peak, region, self.cfg.clip.snapshot_quality)
+                    if alert.peak is not None else None)
+        c = alert.clip
+        record = AlertRecord.from_state(
+            alert.state, status="closed" if state == "end" else "open", version=version,
+            clip_key=self.store.clip_key(alert.state.alert_id),
+            snapshot_key=self.store.snapshot_key(alert.state.alert_id) if snapshot is not None else None,
+            region=region, clip_ready=clip is not None, clip_frames=c.frames if c is not None else 0,
+            clip_first_seq=c.first_seq if c is not None else None,
+            clip_last_seq=c.seqs[-1] if c is not None and c.seqs else None,
+        )
+        event = record.event(state, seq, ts)
+        result = self._put(AlertWrite(record, event, clip, snapshot))
+        if result.publish:
+            self._to_publish.append(event)
+
+    def _put(self, write: AlertWrite) -> PutResult:
+        """Store a write; while the store can take nothing (spool full), wait -- never drop."""
+        delay = 0.25
+        while True:
+            try:
+                result = self.store.put(write)
+                if result.spooled:
+                    self.metrics.store_unavailable.inc()
+                return result
+            except (StoreError, OSError) as exc:
+                self.metrics.store_unavailable.inc()
+                log.error("alert %s cannot be stored (%s); retrying in %.1f s", write.record.alert_id, exc,
+                          delay)
+            if self.stop.wait(delay):
+                raise _Stopped
+            delay = min(_RETRY_MAX_S, delay * 2)
+            self.store.drain()
+
+    # ------------------------------------------------------------------ delivery and commits
+    def _deliver(self) -> None:
+        """Publish pending events, flush, mark them published, then commit what is safe."""
+        if self._to_publish:
+            for event in self._to_publish:
+                key, value = encode_event(event)
+                self.producer.send(self.alerts_topic, key, value)
+            try:
+                self.producer.flush()
+            except PublishError as exc:
+                log.warning("alert events not published (%s); retrying with the next batch", exc)
+                return
+            self.metrics.published.inc(len(self._to_publish))
+            by_alert: dict[str, list[str]] = {}
+            for event in self._to_publish:
+                by_alert.setdefault(event["alert_id"], []).append(event["event_id"])
+            self._to_publish = []
+            for alert_id, ids in by_alert.items():
+                self._mark(alert_id, ids)
+        self._commit()
+
+    def _mark(self, alert_id: str, ids: list[str]) -> None:
+        delay = 0.25
+        while True:
+            try:
+                self.store.mark_published(alert_id, ids)
+                return
+            except (StoreError, OSError) as exc:
+                log.error("publish marks of alert %s not stored (%s); retrying", alert_id, exc)
+            if self.stop.wait(delay):
+                raise _Stopped
+            delay = min(_RETRY_MAX_S, delay * 2)
+
+    def _needed(self, camera: str | None, seq: int) -> bool:
+        if camera is None:
+            return False
+        cam = self.cameras.get(camera)
+        if cam is None:
+            return False
+        low = cam.low_water(self._pre_roll_ms)
+        return low is not None and seq >= low
+
+    def _commit(self) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        lows: dict[str, int | None] = {}
+        for tp, queue in self._uncommitted.items():
+            while queue:
+                offset, camera, seq = queue[0]
+                if camera is not None:
+                    if camera not in lows:
+                        cam = self.cameras.get(camera)
+                        lows[camera] = cam.low_water(self._pre_roll_ms) if cam is not None else None
+                    low = lows[camera]
+                    if low is not None and seq >= low:
+                        break
+                queue.popleft()
+                offsets[tp] = offset + 1
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("alert offsets not committed (%s); records will be redelivered", exc)
+            self._uncommitted.clear()  # the partitions moved: whoever reads them next starts over
+
+    # ------------------------------------------------------------------ ends of streams
+    def housekeeping(self, now: float | None = None) -> None:
+        """Time-driven work (about once a second): join timeouts, idle cameras, the spool."""
+        now = time.monotonic() if now is None else now
+        if now - self._last_housekeeping < 0.5:
+            return
+        self._last_housekeeping = now
+        changed = False
+        for cam in list(self.cameras.values()):
+            if cam.pending:
+                self._process_ready(cam, now)
+                changed = True
+            silent = now - cam.last_activity
+            if (cam.alerts or cam.machine.active is not None) and silent > self.cfg.idle_timeout_s:
+                log.info("camera %s silent for %.0f s: ending its alerts", cam.camera, silent)
+                self._finish_camera(cam)
+                changed = True
+        if self.store.pending():
+            self.store.drain()
+        self.metrics.spooled.set(self.store.pending())
+        if changed or self._to_publish:
+            self._deliver()
+
+    def _finish_camera(self, cam: _Camera) -> None:
+        """End the camera's open alert at its last frame and close every clip with what is there."""
+        self._process_ready(cam, time.monotonic(), force=True)
+        t = cam.machine.force_end()
+        if t is not None:
+            self.metrics.events.labels("end").inc()
+            alert = self._open_alert(cam)
+            alert.state, alert.status = t.alert, "closing"
+        for alert in list(cam.alerts):
+            if cam.last_seq is not None:
+                self._feed(cam, alert, cam.last_seq)
+            self._close(cam, alert, cam.last_seq if cam.last_seq is not None else alert.state.start_seq)
+        cam.finished = True
+
+    def finish_all(self) -> None:
+        """End every camera's alerts (the replays are over) and commit everything."""
+        for cam in list(self.cameras.values()):
+            self._finish_camera(cam)
+        self._deliver()
+
+    def _reset(self, cam: _Camera, keep_ring: bool = False) -> None:
+        self._finish_camera(cam)
+        cam.machine = AlertLifecycle(cam.camera, cam.scene, cam.machine.settings, cam.source)
+        cam.last_seq = cam.last_ts = None
+        cam.pending.clear()
+        if not keep_ring:
+            cam.ring.clear()
+            cam.ring.newest_seq = None
+
+    def close(self) -> None:
+        """Discard clips being recorded (their records are read again after a restart)."""
+        for cam in self.cameras.values():
+            for alert in cam.alerts:
+                if alert.clip is not None:
+                    alert.clip.discard()
