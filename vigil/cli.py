@@ -13,7 +13,6 @@ from vigil.config import ConfigError, VigilConfig, load_config
 
 log = logging.getLogger("vigil")
 
-DEMO_CLIP = Path(__file__).resolve().parent.parent / "tests" / "data" / "campus_clip.mp4"
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -123,21 +122,13 @@ def cmd_scenes(args: argparse.Namespace, cfg: VigilConfig) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, cfg: VigilConfig) -> int:
-    """Train a scene on the first part of the shipped clip and score the whole clip."""
-    from dataclasses import replace
+    """The whole system on the shipped clip: train, stream with alerting, score offline."""
+    from vigil.demo import run_demo
 
-    out = args.out
-    cfg.scenes.root = out / "scenes"
-    cfg.training = replace(cfg.training, epochs=args.epochs)
-    train_args = argparse.Namespace(scene="campus", videos=[DEMO_CLIP], stc_root=None, epochs=None,
-                                    seed=None, model=None, encoder_weights=None, registry=None,
-                                    quiet=args.quiet)
-    cmd_train(train_args, cfg)
-    score_args = argparse.Namespace(scene="campus", source=DEMO_CLIP, out=out / "score",
-                                    encoder_weights=None, registry=None, no_video=False,
-                                    quiet=args.quiet)
-    cmd_score(score_args, cfg)
-    print(f"demo outputs in {out}/score: scores.csv, overlay.mp4, timeline.png")
+    report = run_demo(cfg, args.out, args.epochs, args.quiet)
+    print(json.dumps(report, indent=2))
+    print(f"demo outputs in {args.out}: scores/, alerts/ (clips and snapshots), score/overlay.mp4, "
+          "score/timeline.png")
     return 0
 
 
@@ -296,9 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     stc.add_argument("-o", "--out", type=Path, default=Path("runs/eval-stc"))
     stc.set_defaults(func=cmd_eval_stc)
 
-    d = sub.add_parser("demo", help="train on the shipped campus clip and score it")
+    d = sub.add_parser("demo", help="train on the shipped campus clip, stream it with alerting, score it")
     d.add_argument("-o", "--out", type=Path, default=Path("runs/demo"))
-    d.add_argument("--epochs", type=int, default=4)
+    d.add_argument("--epochs", type=int, default=6)
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
     return p
