@@ -52,7 +52,6 @@ from vigil.config import VigilConfig, parse_config  # noqa: E402
 from vigil.runner import Pipeline  # noqa: E402
 
 CLIP = REPO / "tests" / "data" / "campus_clip.mp4"
-CAMERA_SIZE = (768, 576)
 SCENE = "bench"
 
 
@@ -139,31 +138,34 @@ def _run(cfg: VigilConfig, expect: dict[str, int] | None, seconds: float | None)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cameras", type=int, default=4)
+    ap.add_argument("--camera-size", default="768x576", help="WxH of the frames the cameras send")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--paced-fps", type=float, default=2.0,
                     help="analysis fps per camera for the latency run")
     ap.add_argument("--live-seconds", type=float, default=40)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-pipeline")
     args = ap.parse_args()
+    size = tuple(int(v) for v in args.camera_size.lower().split("x"))
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     encoder = Encoder("tf_efficientnet_lite0")
     registry = train_bench_scene(work / "scenes", encoder)
     import cv2
 
-    images = [cv2.resize(f.image, CAMERA_SIZE) for f in iter_frames(CLIP)]
+    images = [cv2.resize(f.image, size) for f in iter_frames(CLIP)]
     n = len(images)
-    report: dict = {"frames_per_camera": n, "cameras": args.cameras, "frame_size": CAMERA_SIZE,
+    report: dict = {"frames_per_camera": n, "cameras": args.cameras, "frame_size": size,
                     "batch": args.batch}
     report["detector_only_fps"] = detector_only(encoder, registry, images * args.cameras, args.batch)
-    print(f"detector only: {report['detector_only_fps']:.1f} frames/s", flush=True)
+    print(f"frames {size[0]}x{size[1]}; detector only: {report['detector_only_fps']:.1f} frames/s",
+          flush=True)
 
     with contextlib.ExitStack() as stack:
         base = {"scenes": {"root": str(work / "scenes")},
                 "detector": {"batch_size": args.batch, "max_wait_ms": 20}}
 
         def cameras(tag: str, **extra) -> list[dict]:
-            return [{"id": f"{tag}{i}", "url": str(CLIP), "scene": SCENE, "resize": CAMERA_SIZE,
+            return [{"id": f"{tag}{i}", "url": str(CLIP), "scene": SCENE, "resize": size,
                      **extra} for i in range(args.cameras)]
 
         fast = run_pipeline(work, {**base, "cameras": cameras("fast"),
@@ -191,7 +193,7 @@ def main() -> None:
         for i in range(args.cameras):
             rtsp.start_publisher(f"live{i}")
         live_cams = [{"id": f"live{i}", "url": rtsp.url(f"live{i}"), "scene": SCENE, "transport": "udp",
-                      "resize": CAMERA_SIZE} for i in range(args.cameras)]
+                      "resize": size} for i in range(args.cameras)]
         live = run_pipeline(work, {**base, "cameras": live_cams, "recorder": {"dir": str(work / "live")}},
                             None, args.live_seconds)
         report["live_overload"] = live
