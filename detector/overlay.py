@@ -26,8 +26,9 @@ def heat_overlay(
     if score is not None:
         colour_text = (0, 0, 255) if score >= 1.0 else (255, 255, 255)
         scale = max(0.4, w / 640)
-        cv2.putText(out, f"score {score:.2f}", (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, f"score {score:.2f}", (8, int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, colour_text, 1, cv2.LINE_AA)
+        text = f"score {score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        # A dark box behind the text keeps it readable on any background.
+        cv2.rectangle(out, (4, 4), (12 + tw, 12 + th + base), (0, 0, 0), -1)
+        cv2.putText(out, text, (8, 8 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, colour_text, 1, cv2.LINE_AA)
     return out
