@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from detector.anomaly_map import MapStatistics
 from detector.calibration import Calibration
+from detector.encoders import ENCODERS
 from detector.model import SceneModel, ScoreSettings, build_head
 
 FORMAT_VERSION = 1
@@ -54,7 +55,8 @@ def save_checkpoint(model: SceneModel, path: str | Path, extra: dict | None = No
         "package_version": package_version(),
         "kind": model.kind,
         "head": model.head.config(),
-        "encoder": {"name": model.encoder, "weights_digest": model.encoder_digest},
+        "encoder": {"name": model.encoder, "weights_digest": model.encoder_digest,
+                    "layers": list(ENCODERS[model.encoder].layers) if model.encoder in ENCODERS else None},
         "input_size": model.input_size,
         "normalisation": model.stats.meta(),
         "calibration": model.calibration.to_dict(),

@@ -60,7 +60,8 @@ def test_meta_is_readable_json(
     assert meta["kind"] == "cflow"
     assert meta["scene"] == TINY_SCENE
     assert meta["head"] == scene_model.head.config()
-    assert meta["encoder"] == {"name": "tf_efficientnet_lite0", "weights_digest": encoder.digest}
+    assert meta["encoder"] == {"name": "tf_efficientnet_lite0", "weights_digest": encoder.digest,
+                              "layers": [2, 3, 4]}
     assert meta["input_size"] == TINY_SIZE
     assert scene_model.calibration is not None and scene_model.stats is not None
     assert meta["calibration"] == scene_model.calibration.to_dict()
