@@ -22,7 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Issue 2's figures: needs the campus benchmark (python ../shared/bench/make_campus_bench.py --out DIR).
+# The campus figures (README): ROOT is a campus benchmark folder, see README "Results".
 bench-campus: $(STAMP)
 	$(BIN)/python bench/campus_cflow.py --root $(ROOT) --out runs/campus
 

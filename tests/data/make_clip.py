@@ -2,7 +2,7 @@
 
 Maintenance script only (never imported at run time)::
 
-    python tests/data/make_clip.py --src ../shared/data/vtest.avi
+    python tests/data/make_clip.py --src PATH/TO/vtest.avi
 
 Takes frames 0..119 of the 768x576, 10 fps source, downscales them to 256x192 (INTER_AREA)
 and writes an H.264 MP4 (mpeg4 if this PyAV build has no libx264) at 10 fps with
@@ -27,12 +27,8 @@ WIDTH, HEIGHT, FPS = 256, 192, 10.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--src",
-        type=Path,
-        default=REPO_ROOT / "../shared/data/vtest.avi",
-        help="path to vtest.avi (default: ../shared/data/vtest.avi relative to the repo root)",
-    )
+    parser.add_argument("--src", type=Path, required=True,
+                        help="path to OpenCV's sample vtest.avi (maintenance only, never read at run time)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("campus_clip.mp4"))
     parser.add_argument("--frames", type=int, default=120, help="frames to keep from frame 0")
     parser.add_argument("--crf", type=int, default=23, help="x264 CRF (higher = smaller)")
