@@ -111,7 +111,8 @@ def pooled(evals: Sequence[SceneEvaluation]) -> dict:
     }
 
 
-def _load_masks(clip: TestClip, n_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+def load_masks(clip: TestClip, n_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """A clip's frame labels and pixel masks (memory-mapped), checked against its length."""
     frame_mask = np.load(clip.frame_mask)
     if frame_mask.shape != (n_frames,):
         raise SourceError(
@@ -184,7 +185,7 @@ def evaluate_scene(
     results = {name: SceneEvaluation(scene) for name in variants}
     for clip in tqdm(stc_test_clips(root, scene), desc=f"scene {scene}", disable=not progress):
         frames, nll = clip_nll_maps(encoder, first, clip)
-        labels, pixel_mask = _load_masks(clip, len(frames))
+        labels, pixel_mask = load_masks(clip, len(frames))
         for name, model in variants.items():
             scored = model.score_nll(nll)
             accumulate_clip(results[name], clip, labels, pixel_mask, scored.maps, scored.scores)

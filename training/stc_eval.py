@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from detector.encoders import Encoder
 from detector.model import SceneModel
 from streamer.video import SourceError
-from training.evaluate import TestClip, clip_nll_maps, stc_test_clips
+from training.evaluate import clip_nll_maps, load_masks, stc_test_clips
 from training.metrics import BinnedPRO, BinnedROC, auroc
 
 log = logging.getLogger(__name__)
@@ -112,18 +112,6 @@ def causal_mean(scores: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def _load_masks(clip: TestClip, n_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
-    frame_mask = np.load(clip.frame_mask)
-    if frame_mask.shape != (n_frames,):
-        raise SourceError(f"frame mask has shape {frame_mask.shape}, the clip has {n_frames} frames")
-    pixel_mask = None
-    if clip.pixel_mask is not None:
-        pixel_mask = np.load(clip.pixel_mask, mmap_mode="r")
-        if pixel_mask.shape[0] != n_frames:
-            raise SourceError(f"pixel mask has {pixel_mask.shape[0]} frames, the clip has {n_frames}")
-    return frame_mask.astype(bool), pixel_mask
-
-
 def _frame_count(folder: Path) -> int:
     from streamer.video import IMAGE_SUFFIXES
 
@@ -138,7 +126,7 @@ def score_scene(encoder: Encoder, model: SceneModel, root: Path, scene: str,
     for clip in tqdm(stc_test_clips(root, scene), desc=f"scene {scene}: streaming", unit="clip"):
         try:
             n = _frame_count(clip.frames)
-            labels, pixel_mask = _load_masks(clip, n)
+            labels, pixel_mask = load_masks(clip, n)
             frames, nll = clip_nll_maps(encoder, model, clip)
             if len(frames) != n:
                 raise SourceError(f"{n - len(frames)} unreadable frames")
