@@ -90,15 +90,13 @@ class AlertRecord:
     @classmethod
     def from_state(cls, state: AlertState, *, status: Status, version: int, clip_key: str,
                    snapshot_key: str | None, region: Region | None, **extra: Any) -> AlertRecord:
-        return cls(
-            alert_id=state.alert_id, camera=state.camera, scene=state.scene, source=state.source,
-            model=state.model, threshold=state.threshold, exit_threshold=state.exit_threshold,
-            onset_seq=state.onset_seq, start_seq=state.start_seq, start_ts=state.start_ts,
-            peak_score=state.peak_score, peak_seq=state.peak_seq, peak_ts=state.peak_ts,
-            end_seq=state.end_seq, end_ts=state.end_ts, status=status, version=version,
-            clip_key=clip_key, snapshot_key=snapshot_key, region=region,
-            written_ms=int(time.time() * 1000), **extra,
-        )
+        # The record carries every field of the state it shares a name with (not the
+        # lifecycle's internal anchor), so a field added to both needs no copy here.
+        shared = {f.name for f in fields(cls)}
+        carried = {k: v for k, v in asdict(state).items() if k in shared}
+        return cls(**carried, status=status, version=version, clip_key=clip_key,
+                   snapshot_key=snapshot_key, region=region, written_ms=int(time.time() * 1000),
+                   **extra)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -170,10 +170,11 @@ def paper_protocol(run: SceneRun, root: Path, feature_dims: Sequence[int], size:
 
     global_max = max(float(score_maps(c).max()) for c in run.clips)
     run.paper_pixels = ProtocolMetrics.new(0.0, float(len(feature_dims)))
+    test_clips = {c.name: c for c in stc_test_clips(root, run.scene)}
     for clip in tqdm(run.clips, desc=f"scene {run.scene}: paper protocol", unit="clip"):
         maps = (global_max - score_maps(clip)).float().numpy()
         run.paper_scores[clip.name] = maps.reshape(len(maps), -1).max(1).astype(np.float64)
-        test_clip = next(c for c in stc_test_clips(root, run.scene) if c.name == clip.name)
+        test_clip = test_clips[clip.name]
         if test_clip.pixel_mask is not None:
             pixel_mask = np.load(test_clip.pixel_mask, mmap_mode="r")
             for i in range(len(maps)):
