@@ -41,14 +41,25 @@ class ScoreSettings:
     blur_sigma: float = 0.0
 
 
+def resize_for_model(frame_bgr: np.ndarray, size: int) -> np.ndarray:
+    """A BGR uint8 frame of any size -> the ``size`` x ``size`` BGR frame the model sees
+    (area averaging when shrinking). A frame already at that size is returned as it is."""
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+        raise ValueError(f"expected a BGR uint8 HxWx3 image, got {frame_bgr.dtype} {frame_bgr.shape}")
+    if frame_bgr.shape[:2] == (size, size):
+        return frame_bgr
+    interp = cv2.INTER_AREA if min(frame_bgr.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(frame_bgr, (size, size), interpolation=interp)
+
+
 def to_input(frames_bgr: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """BGR uint8 frames of any size -> RGB float tensor (B, 3, size, size) in [0, 1]."""
     batch = np.empty((len(frames_bgr), size, size, 3), dtype=np.uint8)
     for i, frame in enumerate(frames_bgr):
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frame {i}: expected a BGR uint8 HxWx3 image, got {frame.dtype} {frame.shape}")
-        interp = cv2.INTER_AREA if min(frame.shape[:2]) > size else cv2.INTER_LINEAR
-        batch[i] = cv2.resize(frame, (size, size), interpolation=interp)[:, :, ::-1]
+        try:
+            batch[i] = resize_for_model(frame, size)[:, :, ::-1]
+        except ValueError as exc:
+            raise ValueError(f"frame {i}: {exc}") from None
     return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
 
 

@@ -1,6 +1,6 @@
 """The detector worker: frames in from ``vigil.frames``, maps and scores out to ``vigil.scores``.
 
-One loop, per micro-batch:
+Per micro-batch:
 
 1. poll up to ``max_batch`` frame records, waiting at most ``max_wait_ms`` for the batch to
    fill (frames of all cameras share a batch);
@@ -13,12 +13,16 @@ One loop, per micro-batch:
 4. publish one :class:`~streamer.messages.ScoreMessage` per frame, flush, and only then
    commit the batch's offsets (at-least-once: after a crash the batch is scored again and a
    downstream consumer drops duplicates by ``(camera, seq)``).
+
+Steps 1, 2 and the commit run on the thread that owns the consumer; 3 and 4 on a model
+thread, so the next batch is fetched and decoded while the current one is scored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -32,14 +36,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 
 from detector.encoders import Encoder
-from detector.model import SceneModel, to_input
+from detector.model import SceneModel, resize_for_model, to_input
 from detector.scorer import EncoderMismatchError, check_encoder
 from scenes.checkpoint import WEIGHTS_FILE, CheckpointError
 from scenes.registry import SceneRegistry, UnknownSceneError
-from streamer.bus import CommitFailedError, Consumer, Producer, Record
+from streamer.bus import BusError, CommitFailedError, Consumer, Producer, Record
 from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
 
 log = logging.getLogger(__name__)
+
+_RETRY_INITIAL_S = 0.5  # back-off between attempts to publish a scored batch
+_RETRY_MAX_S = 10.0
 
 
 class DetectorSettings(BaseModel):
@@ -56,6 +63,10 @@ class DetectorSettings(BaseModel):
     map_encoding: Literal["uint8", "float16"] = "uint8"
     cache_models: int = Field(default=16, ge=1, description="scene heads kept loaded")
     cache_mb: int = Field(default=2048, ge=1, description="memory bound of the scene-head cache")
+    prefetch_batches: int = Field(
+        default=1, ge=0,
+        description="micro-batches polled and decoded ahead while the model scores; 0: no overlap",
+    )
     live_max_age_ms: int | None = Field(
         default=2000, ge=1,
         description="skip live frames older than this (the detector is behind); None: score all",
@@ -85,6 +96,8 @@ class DetectorMetrics:
                                    registry=registry)
         self.last_batch = Gauge("vigil_detector_last_batch_timestamp", "time of the last batch",
                                 registry=registry)
+        self.publish_errors = Counter("vigil_detector_publish_errors", "failed attempts to publish a "
+                                      "scored batch (retried)", registry=registry)
         self.consumer_lag = Gauge("vigil_detector_consumer_lag", "frame records waiting in this "
                                   "worker's partitions", registry=registry)
 
@@ -170,8 +183,24 @@ class BatchScorer:
         return [o for o in out if o is not None]
 
 
+@dataclass
+class PreparedBatch:
+    """Polled records (all of them, for the commit) and the frames among them to score."""
+
+    records: list[Record]
+    frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]
+
+
 class DetectorWorker:
-    """Consumes frame records, scores them per scene, publishes score records."""
+    """Consumes frame records, scores them per scene, publishes score records.
+
+    :meth:`run` overlaps the bus with the model: the thread that owns the consumer polls,
+    parses and decodes the next micro-batch and commits finished ones while a model thread
+    scores the current one and publishes its scores (``prefetch_batches`` bounds how far
+    ahead it reads). On a CPU the model keeps every core busy, so the bus work done
+    between batches would otherwise leave them idle. ``prefetch_batches: 0`` runs the
+    steps one after the other (:meth:`process`).
+    """
 
     def __init__(self, consumer: Consumer, producer: Producer, encoder: Encoder, registry: SceneRegistry,
                  settings: DetectorSettings, metrics: DetectorMetrics, stop: threading.Event | None = None,
@@ -182,21 +211,91 @@ class DetectorWorker:
         self.frames_topic, self.scores_topic = frames_topic, scores_topic
         self.scorer = BatchScorer(encoder, registry, settings)
         self.cache = self.scorer.cache
+        self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._model_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
-        log.info("detector worker started (device %s, batch %d, wait %d ms)", self.scorer.device,
-                 self.settings.batch_size, self.settings.max_wait_ms)
-        while not self.stop.is_set():
-            records = self.poll_batch()
-            if records:
-                self.process(records)
+        log.info("detector worker started (device %s, batch %d, wait %d ms, prefetch %d)",
+                 self.scorer.device, self.settings.batch_size, self.settings.max_wait_ms,
+                 self.settings.prefetch_batches)
+        if self.settings.prefetch_batches == 0:
+            while not self.stop.is_set():
+                records = self.poll_batch()
+                if records:
+                    self.process(records)
+            return
+        self._run_pipelined()
+
+    def _run_pipelined(self) -> None:
+        ready: queue.Queue[PreparedBatch] = queue.Queue(maxsize=self.settings.prefetch_batches)
+        published: queue.Queue[list[Record]] = queue.Queue()
+        model_done = threading.Event()
+        self._model_thread = threading.Thread(target=self._model_loop, args=(ready, published, model_done),
+                                              name="detector-model", daemon=True)
+        self._model_thread.start()
+        try:
+            while not self.stop.is_set() and not model_done.is_set():
+                self._commit_published(published)
+                records = self.poll_batch()
+                if not records:
+                    continue
+                batch = self.prepare(records)
+                while not self.stop.is_set() and not model_done.is_set():
+                    try:
+                        ready.put(batch, timeout=0.05)
+                        break
+                    except queue.Full:
+                        self._commit_published(published)  # the model finished one meanwhile
+        finally:
+            # Batches still queued are not committed: they are redelivered (at-least-once).
+            self.stop.set()
+            self._model_thread.join()
+            self._commit_published(published)
+
+    def _model_loop(self, ready: queue.Queue[PreparedBatch], published: queue.Queue[list[Record]],
+                    done: threading.Event) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    batch = ready.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if self.publish(batch, retry=True):
+                    published.put(batch.records)
+        except Exception as exc:  # the model step failed (e.g. out of memory): stop the worker
+            self.error = exc
+            log.exception("detector: scoring failed; the worker stops")
+        finally:
+            done.set()
+
+    def _commit_published(self, published: queue.Queue[list[Record]]) -> None:
+        records: list[Record] = []
+        while True:
+            try:
+                records += published.get_nowait()
+            except queue.Empty:
+                break
+        if records:
+            self.commit(records)
 
     def start(self) -> DetectorWorker:
-        self._thread = threading.Thread(target=self.run, name="detector", daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name="detector", daemon=True)
         self._thread.start()
         return self
+
+    def _thread_main(self) -> None:
+        try:
+            self.run()
+        except Exception as exc:
+            self.error = exc
+            log.exception("detector worker failed")
+
+    @property
+    def alive(self) -> bool:
+        """The worker thread runs (it ends when stopped or when its model thread failed)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -228,8 +327,8 @@ class DetectorWorker:
         self.metrics.stale.labels(msg.camera).inc()
         return True
 
-    def process(self, records: list[Record]) -> int:
-        """Score, publish, flush and commit one micro-batch; returns frames scored."""
+    def prepare(self, records: list[Record]) -> PreparedBatch:
+        """Parse and decode polled records; bad and stale ones are counted and left out."""
         self.metrics.frames_in.inc(len(records))
         frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]] = []
         for record in records:
@@ -249,21 +348,45 @@ class DetectorWorker:
             except (CheckpointError, EncoderMismatchError) as exc:
                 self._reject("bad_checkpoint", record, exc)
                 continue
-            frames.append((msg, image, scene))
+            # Resized here, off the model thread (the same function the model step would use).
+            frames.append((msg, resize_for_model(image, scene.model.input_size), scene))
         self.metrics.models_loaded.set(len(self.cache.loaded))
-        if frames:
-            t0 = time.perf_counter()
-            scored = self.scorer.score(frames)
-            self.metrics.batch_seconds.observe(time.perf_counter() - t0)
-            self.metrics.batch_size.observe(len(frames))
-            for out in scored:
-                key, value, headers = out.to_record()
-                self.producer.send(self.scores_topic, key, value, headers)
-            self.producer.flush()
-            now_ms = time.time() * 1000
-            for out in scored:
-                self.metrics.frames_scored.labels(out.camera).inc()
-                self.metrics.latency.observe(max(0.0, now_ms - out.ts) / 1000)
+        return PreparedBatch(records, frames)
+
+    def publish(self, batch: PreparedBatch, *, retry: bool = False) -> bool:
+        """Score a prepared batch and publish its scores (flushed). On a bus failure it raises
+        :class:`~streamer.bus.BusError`, or with ``retry`` publishes the same scores again with
+        capped back-off until it succeeds (True) or the worker is stopped (False)."""
+        if not batch.frames:
+            return True
+        t0 = time.perf_counter()
+        scored = self.scorer.score(batch.frames)
+        self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(batch.frames))
+        delay = _RETRY_INITIAL_S
+        while True:
+            try:
+                for out in scored:
+                    self.producer.send(self.scores_topic, *out.to_record())
+                self.producer.flush()
+                break
+            except BusError as exc:
+                if not retry:
+                    raise
+                self.metrics.publish_errors.inc()
+                log.error("detector: publishing %d scores to %s failed (%s); retrying in %.1f s",
+                          len(scored), self.scores_topic, exc, delay)
+                if self.stop.wait(delay):
+                    return False
+                delay = min(_RETRY_MAX_S, delay * 2)
+        now_ms = time.time() * 1000
+        for out in scored:
+            self.metrics.frames_scored.labels(out.camera).inc()
+            self.metrics.latency.observe(max(0.0, now_ms - out.ts) / 1000)
+        return True
+
+    def commit(self, records: list[Record]) -> None:
+        """Commit offsets of records whose scores are published (and refresh the lag gauge)."""
         try:
             self.consumer.commit(records)
         except CommitFailedError as exc:  # partitions moved; the batch will be redelivered
@@ -272,4 +395,11 @@ class DetectorWorker:
         lag = self.consumer.lag()
         if lag is not None:
             self.metrics.consumer_lag.set(lag)
-        return len(frames)
+
+    def process(self, records: list[Record]) -> int:
+        """Score, publish, flush and commit one micro-batch, one step after the other; returns
+        frames scored. A publishing failure raises and commits nothing."""
+        batch = self.prepare(records)
+        self.publish(batch)
+        self.commit(records)
+        return len(batch.frames)

@@ -564,7 +564,11 @@ class KafkaConfig(BaseModel):
     session_timeout_ms: int = Field(10_000, gt=0)
     heartbeat_interval_ms: int = Field(3_000, gt=0)
     max_poll_interval_ms: int = Field(300_000, gt=0)
-    request_timeout_ms: int = Field(30_000, gt=500)  # kafka-python: > fetch_max_wait_ms (500)
+    # How long the broker may hold a fetch when no record is waiting. Apache Kafka answers as
+    # soon as one record arrives; tansu holds the fetch for most of this time, which becomes
+    # frame-to-score latency, hence 100 ms rather than kafka-python's 500.
+    fetch_max_wait_ms: int = Field(100, ge=0)
+    request_timeout_ms: int = Field(30_000, gt=500)  # kafka-python: must exceed fetch_max_wait_ms
     max_block_ms: int = Field(60_000, gt=0)  # how long send() may wait for metadata / buffer space
 
     @field_validator("bootstrap_servers", mode="before")
@@ -599,6 +603,9 @@ class KafkaConfig(BaseModel):
                                  "is not installed; use 'gzip' or None")
             if self.compression_type == "zstd" and self.api_version is not None and self.api_version < (2, 1):
                 raise ValueError("zstd compression needs api_version >= (2, 1)")
+        if self.request_timeout_ms <= self.fetch_max_wait_ms:
+            raise ValueError(f"request_timeout_ms ({self.request_timeout_ms}) must exceed "
+                             f"fetch_max_wait_ms ({self.fetch_max_wait_ms})")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
                              f"session_timeout_ms ({self.session_timeout_ms})")
@@ -793,6 +800,7 @@ class KafkaBusConsumer(_Closing):
                 session_timeout_ms=config.session_timeout_ms,
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 max_poll_interval_ms=config.max_poll_interval_ms,
+                fetch_max_wait_ms=config.fetch_max_wait_ms,
                 max_partition_fetch_bytes=max(1_048_576, config.max_request_size),
                 **config.client_kwargs(),
             )

@@ -157,7 +157,8 @@ def cmd_run(args: argparse.Namespace, cfg: VigilConfig) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, cfg: VigilConfig) -> int:
-    return _run_roles(cfg, ("ingest",), until_drained=False)
+    """Runs until stopped, or until every camera has ended (replays without ``loop``)."""
+    return _run_roles(cfg, ("ingest",), until_drained=True)
 
 
 def cmd_detect(args: argparse.Namespace, cfg: VigilConfig) -> int:
@@ -248,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="all roles in one process (embedded bus unless bus.kind: kafka)")
     r.add_argument("--forever", action="store_true", help="keep running after replays end")
     r.set_defaults(func=cmd_run)
-    i = sub.add_parser("ingest", help="ingest role: cameras -> vigil.frames (runs until stopped)")
+    i = sub.add_parser("ingest", help="ingest role: cameras -> vigil.frames (until stopped or every "
+                       "replay has ended)")
     i.set_defaults(func=cmd_ingest)
     de = sub.add_parser("detect", help="detector role: vigil.frames -> vigil.scores (runs until stopped)")
     de.set_defaults(func=cmd_detect)

@@ -125,7 +125,7 @@ class Pipeline:
             ok &= ingest_ok
             detail["ingest"] = ingest_detail
         if self.detector is not None:
-            alive = self.detector._thread is not None and self.detector._thread.is_alive()
+            alive = self.detector.alive
             ok &= alive
             detail["detector"] = {"alive": alive}
         if self.alerter is not None:
