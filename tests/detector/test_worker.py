@@ -24,9 +24,9 @@ def frame_record(image: np.ndarray, camera: str, seq: int, scene: str = TINY_SCE
 
 def make_worker(bus: InProcessBus, encoder: Encoder, registry: SceneRegistry, producer=None, **settings):
     metrics = DetectorMetrics(CollectorRegistry())
+    settings = {"batch_size": 8, "max_wait_ms": 0, **settings}
     worker = DetectorWorker(bus.consumer("det", [FRAMES_TOPIC]), producer or bus.producer(), encoder,
-                            registry, DetectorSettings(batch_size=8, max_wait_ms=0, **settings), metrics,
-                            threading.Event())
+                            registry, DetectorSettings(**settings), metrics, threading.Event())
     return worker, metrics
 
 
@@ -147,3 +147,111 @@ def test_stale_live_frames_are_skipped_replays_never(encoder, registry, clip_fra
     drain(worker)
     assert sorted((s.camera, s.seq) for s in scores_of(bus)) == [("live", 1), ("replay", 2)]
     assert metrics.stale.labels("live")._value.get() == 1
+
+
+# ----------------------------------------------------------------------------- the pipelined run
+
+
+def wait_until(predicate, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_pipelined_run_scores_every_frame_once_and_commits(encoder, registry, clip_frames) -> None:
+    bus = InProcessBus(partitions=2)
+    producer = bus.producer()
+    for seq in range(10):
+        for camera in ("cam-a", "cam-b"):
+            producer.send(FRAMES_TOPIC, *frame_record(clip_frames[seq], camera, seq))
+    worker, metrics = make_worker(bus, encoder, registry, batch_size=3, prefetch_batches=2)
+    worker.start()
+    try:
+        wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
+    finally:
+        worker.stop.set()
+        worker.join(timeout=30)
+    assert not worker.alive and worker.error is None
+    scores = scores_of(bus)
+    assert sorted((s.camera, s.seq) for s in scores) == [(c, q) for c in ("cam-a", "cam-b")
+                                                         for q in range(10)]
+    assert metrics.batch_size._sum.get() == 20
+
+
+class FlakyProducer:
+    """Fails the first ``failures`` flushes (the scores sent before them are lost)."""
+
+    def __init__(self, bus: InProcessBus, failures: int) -> None:
+        self.bus, self.failures, self.flushes = bus, failures, 0
+        self.inner = bus.producer()
+        self.lag_at_failures: list[int] = []
+
+    def send(self, *args, **kw) -> None:
+        if self.failures:
+            return  # the broker is "down": nothing is stored
+        self.inner.send(*args, **kw)
+
+    def flush(self, timeout=None) -> None:
+        self.flushes += 1
+        if self.failures:
+            self.failures -= 1
+            self.lag_at_failures.append(self.bus.lag("det", [FRAMES_TOPIC]))
+            raise PublishError("broker unavailable")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_pipelined_run_retries_a_failed_publish_and_commits_only_after(encoder, registry, clip_frames,
+                                                                       monkeypatch) -> None:
+    import detector.worker as worker_mod
+
+    monkeypatch.setattr(worker_mod, "_RETRY_INITIAL_S", 0.05)
+    bus = InProcessBus(partitions=1)
+    for seq in range(4):
+        bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
+    producer = FlakyProducer(bus, failures=2)
+    worker, metrics = make_worker(bus, encoder, registry, producer=producer)
+    worker.start()
+    try:
+        wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
+    finally:
+        worker.stop.set()
+        worker.join(timeout=30)
+    assert producer.lag_at_failures == [4, 4]  # nothing committed while the scores were not stored
+    assert metrics.publish_errors._value.get() == 2
+    assert sorted(s.seq for s in scores_of(bus)) == [0, 1, 2, 3]  # the same scores, sent again
+
+
+def test_a_failing_model_step_stops_the_worker_and_commits_nothing(encoder, registry, clip_frames) -> None:
+    bus = InProcessBus(partitions=1)
+    bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[0], "cam", 0))
+    worker, _ = make_worker(bus, encoder, registry)
+
+    def out_of_memory(frames):
+        raise RuntimeError("out of memory")
+
+    worker.scorer.score = out_of_memory
+    worker.start()
+    wait_until(lambda: not worker.alive, timeout=30)
+    assert isinstance(worker.error, RuntimeError)
+    worker.consumer.close()
+    assert bus.lag("det", [FRAMES_TOPIC]) == 1  # redelivered to the next worker
+
+
+def test_serial_mode_without_prefetch(encoder, registry, clip_frames) -> None:
+    bus = InProcessBus(partitions=1)
+    for seq in range(3):
+        bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
+    worker, _ = make_worker(bus, encoder, registry, prefetch_batches=0)
+    worker.start()
+    try:
+        wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
+    finally:
+        worker.stop.set()
+        worker.join(timeout=30)
+    assert worker._model_thread is None
+    assert sorted(s.seq for s in scores_of(bus)) == [0, 1, 2]

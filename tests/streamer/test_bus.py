@@ -276,7 +276,8 @@ def test_kafka_config_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -
     assert KafkaConfig(api_version=[2, 0]).api_version == (2, 0)
     for bad in (dict(linger=5), dict(api_version="two"), dict(compression_type="brotli"),
                 dict(heartbeat_interval_ms=20_000), dict(security_protocol="SASL_SSL"),
-                dict(sasl_mechanism="PLAIN"), dict(partitions=0), dict(bootstrap_servers=[])):
+                dict(sasl_mechanism="PLAIN"), dict(partitions=0), dict(bootstrap_servers=[]),
+                dict(fetch_max_wait_ms=40_000)):  # must stay below request_timeout_ms
         with pytest.raises(ValidationError):
             KafkaConfig(**bad)
     monkeypatch.setattr(bus_mod, "_available_codecs",

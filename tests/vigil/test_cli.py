@@ -144,3 +144,19 @@ def test_invalid_scene_id_exits_2(tmp_path: Path) -> None:
     run = vigil("score", "--scene", "../evil", CLIP, "-o", tmp_path / "o", "--registry", tmp_path, "-q")
     assert run.code == 2
     assert "invalid scene id" in run.err
+
+
+def test_ingest_role_ends_when_every_replay_has_ended(tmp_path: Path) -> None:
+    config = tmp_path / "ingest.yaml"
+    config.write_text(f"cameras:\n  - {{id: replay, url: '{CLIP}', scene: s, fps: 5}}\n")
+    run = vigil("--config", config, "ingest")  # would block forever if it waited for a stop
+    assert run.code == 0
+
+
+def test_python_dash_m_vigil_is_the_cli() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "vigil", "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and "every replay has ended" in " ".join(done.stdout.split())
