@@ -17,12 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-Reduction = Literal["max", "topk"]
+from detector.settings import Reduction  # re-exported: callers import it from here too
 
 # Floor on per-position standard deviations, as a fraction of the layer's global one:
 # held-out footage is short, and a position that barely varied in it must not explode.

@@ -27,17 +27,16 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import BaseModel, ConfigDict, Field
 
 from detector.encoders import Encoder
 from detector.model import SceneModel, resize_for_model, to_input
 from detector.scorer import EncoderMismatchError, check_encoder
+from detector.settings import DetectorSettings
 from scenes.checkpoint import WEIGHTS_FILE, CheckpointError
 from scenes.registry import SceneRegistry, UnknownSceneError
 from streamer.bus import BusError, CommitFailedError, Consumer, Producer, Record
@@ -47,30 +46,6 @@ log = logging.getLogger(__name__)
 
 _RETRY_INITIAL_S = 0.5  # back-off between attempts to publish a scored batch
 _RETRY_MAX_S = 10.0
-
-
-class DetectorSettings(BaseModel):
-    """The ``detector:`` section of the config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    device: str = "cpu"
-    half: bool = Field(default=True, description="half-precision encoder on CUDA")
-    batch_size: int = Field(default=8, ge=1, description="max frames per micro-batch")
-    max_wait_ms: int = Field(default=50, ge=0, description="max wait for a micro-batch to fill")
-    group: str = "vigil-detector"
-    map_size: int = Field(default=64, ge=8, description="side of the published anomaly map")
-    map_encoding: Literal["uint8", "float16"] = "uint8"
-    cache_models: int = Field(default=16, ge=1, description="scene heads kept loaded")
-    cache_mb: int = Field(default=2048, ge=1, description="memory bound of the scene-head cache")
-    prefetch_batches: int = Field(
-        default=1, ge=0,
-        description="micro-batches polled and decoded ahead while the model scores; 0: no overlap",
-    )
-    live_max_age_ms: int | None = Field(
-        default=2000, ge=1,
-        description="skip live frames older than this (the detector is behind); None: score all",
-    )
 
 
 class DetectorMetrics:

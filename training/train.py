@@ -22,69 +22,22 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 from tqdm.auto import tqdm
 
-from detector.anomaly_map import MapStatistics, Reduction, anomaly_map, frame_score
+from detector.anomaly_map import MapStatistics, anomaly_map, frame_score
 from detector.calibration import Calibration
 from detector.encoders import Encoder
 from detector.model import SceneModel, ScoreSettings, build_head, to_input
 from detector.sanflow import SANFlowHead, grid_masks
 from training.augment import AugmentSettings, SyntheticAnomalies
+from training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
-
-
-@pydantic_dataclass(config=ConfigDict(extra="forbid"))
-class TrainSettings:
-    """Training hyper-parameters (defaults: CFLOW-AD's reference settings where they exist).
-
-    A pydantic dataclass, so the ``training:`` section of a config file is validated
-    strictly against exactly these fields.
-    """
-
-    model: Literal["cflow", "sanflow"] = "cflow"
-    input_size: int = Field(default=256, ge=32)
-    epochs: int = Field(default=20, ge=1)
-    image_batch: int = Field(default=16, ge=1)
-    fiber_batch: int = Field(default=1024, ge=1)
-    lr: float = Field(default=2e-4, gt=0)
-    warmup_epochs: int = Field(default=2, ge=0)
-    lr_decay_floor: float = Field(default=1e-3, gt=0, le=1)  # final lr = lr * floor (official: 0.1**3)
-    coupling_blocks: int = Field(default=8, ge=1)
-    cond_dim: int = Field(default=128, ge=4, multiple_of=4)
-    clamp: float = Field(default=1.9, gt=0)
-    seed: int = 0
-    feature_cache_mb: int = Field(default=4096, ge=0)
-    reduction: Reduction = "max"
-    topk: float = Field(default=0.001, gt=0, le=1)
-    blur_sigma: float = Field(default=0.0, ge=0)
-    position_norm: bool = False
-    false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
-    threads: int | None = Field(default=None, ge=1)
-    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
-    frame_stride: int = Field(default=1, ge=1)
-    max_frames_per_video: int | None = Field(default=None, ge=1)
-    # SANFlow (model: sanflow). The ablations of the paper: sanflow_bce_weight: 0 (without
-    # BCE), sanflow_kl_weight: 0 (without KL), sanflow_augment: false (without synthetic
-    # anomalies), sanflow_fixed_variance: true (no statistics network; sigma^2 = prior mode).
-    sanflow_bce_weight: float = Field(default=1.0, ge=0, le=100)  # lambda_1
-    sanflow_kl_weight: float = Field(default=0.2, ge=0, le=100)  # lambda_2
-    sanflow_prior_mode: float = Field(default=0.1, gt=0, le=10)  # xi, the prior variance's mode
-    sanflow_prior_window: int = Field(default=11, ge=2, le=64)  # p: prior IG(p^2/2 - 1, p^2 xi / 2)
-    sanflow_augment: bool = True
-    sanflow_fixed_variance: bool = False
-    sanflow_stats_width: int = Field(default=64, ge=1, le=512)  # filters of the statistics network
-    sanflow_jitter: float = Field(default=0.1, ge=0, le=0.5)  # colour jitter of pasted regions
-    sanflow_flip_prob: float = Field(default=0.5, ge=0, le=1)  # per axis
-    sanflow_border: float = Field(default=4.0, ge=0, le=32)  # softened edge, px at a 256 px input
 
 
 @dataclass

@@ -13,10 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alerting.config import AlertingConfig
-from detector.worker import DetectorSettings
+from detector.settings import DetectorSettings
 from streamer.bus import KafkaConfig
 from streamer.sources import CameraConfig
-from training.train import TrainSettings
+from training.settings import TrainSettings
 
 UNKNOWN_KEY_ERRORS = {"extra_forbidden", "unexpected_keyword_argument"}
 

@@ -14,21 +14,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from alerting.events import ALERTS_TOPIC
 from alerting.store import AlertStore, open_store
 from alerting.worker import AlertMetrics, AlertWorker
-from detector.encoders import Encoder
-from detector.worker import DetectorMetrics, DetectorWorker
-from scenes.registry import SceneRegistry
 from streamer.bus import Bus, InProcessBus, KafkaBus
 from streamer.ingest import IngestMetrics, IngestWorker
 from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC
 from vigil.config import VigilConfig
 from vigil.ops import OpsServer
 from vigil.recorder import ScoreRecorder
+
+if TYPE_CHECKING:  # the model stack is imported only by a process that detects (see start)
+    from detector.worker import DetectorMetrics, DetectorWorker
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,12 @@ class Pipeline:
         self.alert_store: AlertStore | None = None
         self.ops: OpsServer | None = None
         self.ingest_metrics = IngestMetrics(self.registry) if "ingest" in self.roles else None
-        self.detector_metrics = DetectorMetrics(self.registry) if "detect" in self.roles else None
+        self.detector_metrics: DetectorMetrics | None = None
+        if "detect" in self.roles:
+            # imported here: the model stack (torch, timm) is only loaded by a process that detects
+            from detector.worker import DetectorMetrics
+
+            self.detector_metrics = DetectorMetrics(self.registry)
         self.alert_metrics = AlertMetrics(self.registry) if "alert" in self.roles else None
         self._producer = None
 
@@ -83,6 +89,10 @@ class Pipeline:
                 self.alert_store, self.cfg.alerting, self.alert_metrics, self.stop,
             ).start()
         if "detect" in self.roles:
+            from detector.encoders import Encoder
+            from detector.worker import DetectorWorker
+            from scenes.registry import SceneRegistry
+
             assert self.detector_metrics is not None
             self.detector = DetectorWorker(
                 self.bus.consumer(self.cfg.detector.group, [FRAMES_TOPIC]), self._producer,

@@ -160,3 +160,18 @@ def test_python_dash_m_vigil_is_the_cli() -> None:
     done = subprocess.run([sys.executable, "-m", "vigil", "--help"], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and "every replay has ended" in " ".join(done.stdout.split())
+
+
+def test_roles_without_a_model_do_not_load_torch() -> None:
+    """`vigil ingest` and `vigil alert` load the whole config but never the model stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import vigil.cli, vigil.runner, vigil.config, alerting.worker; "
+            "from vigil.runner import Pipeline; from vigil.config import VigilConfig; "
+            "Pipeline(VigilConfig(), roles=('ingest',)).close(); "
+            "print(sorted(m for m in ('torch', 'timm', 'FrEIA') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,39 @@
+"""Settings that config files name, importable without torch.
+
+The ingest and alert roles load the whole config file (strict validation of every
+section) but never run a model; keeping these models free of torch keeps their start-up
+to a fraction of a second.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: How an anomaly map becomes a frame score: its maximum, or the mean of its top fraction.
+Reduction = Literal["max", "topk"]
+
+
+class DetectorSettings(BaseModel):
+    """The ``detector:`` section of the config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = "cpu"
+    half: bool = Field(default=True, description="half-precision encoder on CUDA")
+    batch_size: int = Field(default=8, ge=1, description="max frames per micro-batch")
+    max_wait_ms: int = Field(default=50, ge=0, description="max wait for a micro-batch to fill")
+    group: str = "vigil-detector"
+    map_size: int = Field(default=64, ge=8, description="side of the published anomaly map")
+    map_encoding: Literal["uint8", "float16"] = "uint8"
+    cache_models: int = Field(default=16, ge=1, description="scene heads kept loaded")
+    cache_mb: int = Field(default=2048, ge=1, description="memory bound of the scene-head cache")
+    prefetch_batches: int = Field(
+        default=1, ge=0,
+        description="micro-batches polled and decoded ahead while the model scores; 0: no overlap",
+    )
+    live_max_age_ms: int | None = Field(
+        default=2000, ge=1,
+        description="skip live frames older than this (the detector is behind); None: score all",
+    )
