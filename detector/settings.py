@@ -29,11 +29,21 @@ class DetectorSettings(BaseModel):
     map_encoding: Literal["uint8", "float16"] = "uint8"
     cache_models: int = Field(default=16, ge=1, description="scene heads kept loaded")
     cache_mb: int = Field(default=2048, ge=1, description="memory bound of the scene-head cache")
-    prefetch_batches: int = Field(
-        default=1, ge=0,
-        description="micro-batches polled and decoded ahead while the model scores; 0: no overlap",
+    prefetch_batches: int | None = Field(
+        default=None, ge=0,
+        description="micro-batches fetched and decoded on a second thread while the model scores; "
+                    "0: one thread does everything; None: 1 on CUDA, 0 on CPU",
     )
     live_max_age_ms: int | None = Field(
         default=2000, ge=1,
         description="skip live frames older than this (the detector is behind); None: score all",
     )
+
+    @property
+    def prefetch(self) -> int:
+        """``prefetch_batches`` resolved. On a CPU the model keeps every core busy; a fetch
+        thread then only competes with the model's own threads (measured on 2 cores: 10 %
+        slower with a backlog), while on a GPU it keeps the CPU work off the GPU's path."""
+        if self.prefetch_batches is not None:
+            return self.prefetch_batches
+        return 1 if self.device.startswith("cuda") else 0

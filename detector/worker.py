@@ -14,8 +14,9 @@ Per micro-batch:
    commit the batch's offsets (at-least-once: after a crash the batch is scored again and a
    downstream consumer drops duplicates by ``(camera, seq)``).
 
-Steps 1, 2 and the commit run on the thread that owns the consumer; 3 and 4 on a model
-thread, so the next batch is fetched and decoded while the current one is scored.
+Steps 1, 2 and the commit run on a fetch thread that owns the consumer; 3 and 4 on the
+thread that calls :meth:`DetectorWorker.run`, so the next batch is fetched and decoded
+while the current one is scored.
 """
 
 from __future__ import annotations
@@ -169,12 +170,12 @@ class PreparedBatch:
 class DetectorWorker:
     """Consumes frame records, scores them per scene, publishes score records.
 
-    :meth:`run` overlaps the bus with the model: the thread that owns the consumer polls,
-    parses and decodes the next micro-batch and commits finished ones while a model thread
-    scores the current one and publishes its scores (``prefetch_batches`` bounds how far
-    ahead it reads). On a CPU the model keeps every core busy, so the bus work done
-    between batches would otherwise leave them idle. ``prefetch_batches: 0`` runs the
-    steps one after the other (:meth:`process`).
+    With a prefetch (``prefetch_batches``; by default on CUDA), :meth:`run` overlaps the bus
+    with the model: a fetch thread that owns the consumer polls, parses and decodes the next
+    micro-batch and commits finished ones while the calling thread scores the current one
+    and publishes its scores. Without (by default on a CPU, where the model's own threads
+    already keep every core busy and a third busy thread only stalls them), the calling
+    thread runs the steps one after the other (:meth:`process`).
     """
 
     def __init__(self, consumer: Consumer, producer: Producer, encoder: Encoder, registry: SceneRegistry,
@@ -188,28 +189,56 @@ class DetectorWorker:
         self.cache = self.scorer.cache
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._model_thread: threading.Thread | None = None
+        self._running = False
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
+        """Score until ``stop`` is set. The model step runs on the calling thread: give it the
+        thread that first used torch (the main thread of ``vigil detect``). libgomp runs the
+        many small operations of a flow head markedly slower on a thread that starts its
+        parallel regions after another thread has (1.4 instead of 2 busy cores measured on
+        two cores), so the fetching, not the model, goes to a new thread."""
+        self._running = True
         log.info("detector worker started (device %s, batch %d, wait %d ms, prefetch %d)",
                  self.scorer.device, self.settings.batch_size, self.settings.max_wait_ms,
-                 self.settings.prefetch_batches)
-        if self.settings.prefetch_batches == 0:
-            while not self.stop.is_set():
-                records = self.poll_batch()
-                if records:
-                    self.process(records)
-            return
-        self._run_pipelined()
+                 self.settings.prefetch)
+        try:
+            if self.settings.prefetch == 0:
+                while not self.stop.is_set():
+                    records = self.poll_batch()
+                    if records and self.publish(self.prepare(records), retry=True):
+                        self.commit(records)
+            else:
+                self._run_pipelined()
+        finally:
+            self._running = False
 
     def _run_pipelined(self) -> None:
-        ready: queue.Queue[PreparedBatch] = queue.Queue(maxsize=self.settings.prefetch_batches)
+        ready: queue.Queue[PreparedBatch] = queue.Queue(maxsize=self.settings.prefetch)
         published: queue.Queue[list[Record]] = queue.Queue()
         model_done = threading.Event()
-        self._model_thread = threading.Thread(target=self._model_loop, args=(ready, published, model_done),
-                                              name="detector-model", daemon=True)
-        self._model_thread.start()
+        fetch_errors: list[BaseException] = []
+        fetch = threading.Thread(target=self._fetch_loop, args=(ready, published, model_done, fetch_errors),
+                                 name="detector-fetch", daemon=True)
+        fetch.start()
+        try:
+            while not self.stop.is_set() and fetch.is_alive():
+                try:
+                    batch = ready.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if self.publish(batch, retry=True):
+                    published.put(batch.records)
+        finally:
+            # Batches still queued are not committed: they are redelivered (at-least-once).
+            model_done.set()
+            fetch.join()
+        if fetch_errors:
+            raise fetch_errors[0]
+
+    def _fetch_loop(self, ready: queue.Queue[PreparedBatch], published: queue.Queue[list[Record]],
+                    model_done: threading.Event, errors: list[BaseException]) -> None:
+        """Owns the consumer: polls, prepares and queues batches, commits published ones."""
         try:
             while not self.stop.is_set() and not model_done.is_set():
                 self._commit_published(published)
@@ -223,27 +252,11 @@ class DetectorWorker:
                         break
                     except queue.Full:
                         self._commit_published(published)  # the model finished one meanwhile
-        finally:
-            # Batches still queued are not committed: they are redelivered (at-least-once).
-            self.stop.set()
-            self._model_thread.join()
+            model_done.wait()  # the model step may still be publishing its last batch
             self._commit_published(published)
-
-    def _model_loop(self, ready: queue.Queue[PreparedBatch], published: queue.Queue[list[Record]],
-                    done: threading.Event) -> None:
-        try:
-            while not self.stop.is_set():
-                try:
-                    batch = ready.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                if self.publish(batch, retry=True):
-                    published.put(batch.records)
-        except Exception as exc:  # the model step failed (e.g. out of memory): stop the worker
-            self.error = exc
-            log.exception("detector: scoring failed; the worker stops")
-        finally:
-            done.set()
+        except Exception as exc:  # the bus failed: the model loop stops too
+            errors.append(exc)
+            log.exception("detector: fetching frames failed; the worker stops")
 
     def _commit_published(self, published: queue.Queue[list[Record]]) -> None:
         records: list[Record] = []
@@ -256,7 +269,9 @@ class DetectorWorker:
             self.commit(records)
 
     def start(self) -> DetectorWorker:
+        """Run the worker on a background thread (embedded use, tests); see :meth:`run`."""
         self._thread = threading.Thread(target=self._thread_main, name="detector", daemon=True)
+        self._running = True
         self._thread.start()
         return self
 
@@ -266,11 +281,13 @@ class DetectorWorker:
         except Exception as exc:
             self.error = exc
             log.exception("detector worker failed")
+        finally:
+            self._running = False
 
     @property
     def alive(self) -> bool:
-        """The worker thread runs (it ends when stopped or when its model thread failed)."""
-        return self._thread is not None and self._thread.is_alive()
+        """The worker runs (it ends when stopped or when its model step or bus failed)."""
+        return self._running
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:

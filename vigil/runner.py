@@ -54,6 +54,9 @@ class Pipeline:
     bus: Bus | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: False: :meth:`start` leaves the detector to the caller, who runs ``detector.run()`` on
+    #: its own thread (the main thread of a `vigil` process; see :func:`run_roles`).
+    detector_thread: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(ROLES)
@@ -98,7 +101,9 @@ class Pipeline:
                 self.bus.consumer(self.cfg.detector.group, [FRAMES_TOPIC]), self._producer,
                 Encoder(self.cfg.encoder.name, self.cfg.encoder.weights), SceneRegistry(self.cfg.scenes.root),
                 self.cfg.detector, self.detector_metrics, self.stop,
-            ).start()
+            )
+            if self.detector_thread:
+                self.detector.start()
         if "record" in self.roles and self.cfg.recorder.enabled:
             self.recorder = ScoreRecorder(self.bus.consumer(self.cfg.recorder.group, [SCORES_TOPIC]),
                                           self.cfg.recorder.dir, self.registry, self.stop).start()
@@ -216,11 +221,21 @@ def run_roles(cfg: VigilConfig, roles: Iterable[str], until_drained: bool) -> Pi
     """Start ``roles`` and block until drained (when asked) or interrupted (Ctrl-C / SIGTERM)."""
     import signal
 
-    pipeline = Pipeline(cfg, tuple(roles))
+    # The detector's model step runs on this (the main) thread, which loaded the encoder:
+    # torch's small operations run faster there than on a thread started later.
+    pipeline = Pipeline(cfg, tuple(roles), detector_thread=False)
     previous = signal.signal(signal.SIGTERM, lambda *_: pipeline.stop.set())
     try:
         pipeline.start()
-        pipeline.wait(until_drained=until_drained)
+        if pipeline.detector is None:
+            pipeline.wait(until_drained=until_drained)
+        else:
+            def stop_when_drained() -> None:
+                if pipeline.wait(until_drained=until_drained):
+                    pipeline.stop.set()
+
+            threading.Thread(target=stop_when_drained, name="drain-watch", daemon=True).start()
+            pipeline.detector.run()
     except KeyboardInterrupt:
         log.info("interrupted; stopping")
     finally:

@@ -205,8 +205,9 @@ class FlakyProducer:
         self.inner.close()
 
 
-def test_pipelined_run_retries_a_failed_publish_and_commits_only_after(encoder, registry, clip_frames,
-                                                                       monkeypatch) -> None:
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_run_retries_a_failed_publish_and_commits_only_after(encoder, registry, clip_frames, monkeypatch,
+                                                             prefetch: int) -> None:
     import detector.worker as worker_mod
 
     monkeypatch.setattr(worker_mod, "_RETRY_INITIAL_S", 0.05)
@@ -214,7 +215,7 @@ def test_pipelined_run_retries_a_failed_publish_and_commits_only_after(encoder, 
     for seq in range(4):
         bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
     producer = FlakyProducer(bus, failures=2)
-    worker, metrics = make_worker(bus, encoder, registry, producer=producer)
+    worker, metrics = make_worker(bus, encoder, registry, producer=producer, prefetch_batches=prefetch)
     worker.start()
     try:
         wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
@@ -226,10 +227,12 @@ def test_pipelined_run_retries_a_failed_publish_and_commits_only_after(encoder, 
     assert sorted(s.seq for s in scores_of(bus)) == [0, 1, 2, 3]  # the same scores, sent again
 
 
-def test_a_failing_model_step_stops_the_worker_and_commits_nothing(encoder, registry, clip_frames) -> None:
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_a_failing_model_step_stops_the_worker_and_commits_nothing(encoder, registry, clip_frames,
+                                                                   prefetch: int) -> None:
     bus = InProcessBus(partitions=1)
     bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[0], "cam", 0))
-    worker, _ = make_worker(bus, encoder, registry)
+    worker, _ = make_worker(bus, encoder, registry, prefetch_batches=prefetch)
 
     def out_of_memory(frames):
         raise RuntimeError("out of memory")
@@ -242,16 +245,50 @@ def test_a_failing_model_step_stops_the_worker_and_commits_nothing(encoder, regi
     assert bus.lag("det", [FRAMES_TOPIC]) == 1  # redelivered to the next worker
 
 
+def test_prefetch_defaults_to_cuda_only() -> None:
+    assert DetectorSettings().prefetch == 0 and DetectorSettings(device="cuda:0").prefetch == 1
+    assert DetectorSettings(prefetch_batches=2).prefetch == 2
+
+
 def test_serial_mode_without_prefetch(encoder, registry, clip_frames) -> None:
     bus = InProcessBus(partitions=1)
     for seq in range(3):
         bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
     worker, _ = make_worker(bus, encoder, registry, prefetch_batches=0)
+    worker._run_pipelined = lambda: pytest.fail("prefetch_batches 0 must not start a fetch thread")
     worker.start()
     try:
         wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
     finally:
         worker.stop.set()
         worker.join(timeout=30)
-    assert worker._model_thread is None
     assert sorted(s.seq for s in scores_of(bus)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_run_scores_on_the_calling_thread_until_stopped(encoder, registry, clip_frames,
+                                                        prefetch: int) -> None:
+    bus = InProcessBus(partitions=1)
+    for seq in range(4):
+        bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
+    worker, _ = make_worker(bus, encoder, registry, prefetch_batches=prefetch)
+    scored_on: set[str] = set()
+    score = worker.scorer.score
+
+    def recording_score(frames):
+        scored_on.add(threading.current_thread().name)
+        return score(frames)
+
+    worker.scorer.score = recording_score
+
+    def stop_when_done() -> None:
+        wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
+        assert worker.alive
+        worker.stop.set()
+
+    watcher = threading.Thread(target=stop_when_done)
+    watcher.start()
+    worker.run()  # returns once stopped
+    watcher.join()
+    assert scored_on == {threading.current_thread().name} and not worker.alive
+    assert sorted(s.seq for s in scores_of(bus)) == [0, 1, 2, 3]
