@@ -14,9 +14,10 @@ Per micro-batch:
    commit the batch's offsets (at-least-once: after a crash the batch is scored again and a
    downstream consumer drops duplicates by ``(camera, seq)``).
 
-Steps 1, 2 and the commit run on a fetch thread that owns the consumer; 3 and 4 on the
-thread that calls :meth:`DetectorWorker.run`, so the next batch is fetched and decoded
-while the current one is scored.
+Steps 3 and 4 run on the thread that calls :meth:`DetectorWorker.run`. With a prefetch
+(``prefetch_batches``, by default on CUDA), steps 1, 2 and the commit run on a fetch thread
+that owns the consumer, so the next batch is fetched and decoded while the current one is
+scored; without, the calling thread does everything in turn.
 """
 
 from __future__ import annotations
