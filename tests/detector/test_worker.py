@@ -46,12 +46,19 @@ def scores_of(bus: InProcessBus, group: str = "check") -> list[ScoreMessage]:
     return out
 
 
-def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_frames) -> None:
-    bus = InProcessBus(partitions=2)
+def bus_with_frames(clip_frames, frames: int, cameras: tuple[str, ...] = ("cam",),
+                    partitions: int = 1) -> InProcessBus:
+    """An in-process bus holding ``frames`` replay frames (seq 0, 1, ...) of each camera."""
+    bus = InProcessBus(partitions=partitions)
     producer = bus.producer()
-    for seq in range(6):
-        for camera in ("cam-a", "cam-b"):
+    for seq in range(frames):
+        for camera in cameras:
             producer.send(FRAMES_TOPIC, *frame_record(clip_frames[seq], camera, seq))
+    return bus
+
+
+def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_frames) -> None:
+    bus = bus_with_frames(clip_frames, 6, ("cam-a", "cam-b"), partitions=2)
     worker, metrics = make_worker(bus, encoder, registry)
     drain(worker)
     scores = scores_of(bus)
@@ -161,19 +168,20 @@ def wait_until(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def test_pipelined_run_scores_every_frame_once_and_commits(encoder, registry, clip_frames) -> None:
-    bus = InProcessBus(partitions=2)
-    producer = bus.producer()
-    for seq in range(10):
-        for camera in ("cam-a", "cam-b"):
-            producer.send(FRAMES_TOPIC, *frame_record(clip_frames[seq], camera, seq))
-    worker, metrics = make_worker(bus, encoder, registry, batch_size=3, prefetch_batches=2)
+def run_until_scored(worker: DetectorWorker, bus: InProcessBus) -> None:
+    """Run the worker on its thread until every frame record is committed, then stop it."""
     worker.start()
     try:
         wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
     finally:
         worker.stop.set()
         worker.join(timeout=30)
+
+
+def test_pipelined_run_scores_every_frame_once_and_commits(encoder, registry, clip_frames) -> None:
+    bus = bus_with_frames(clip_frames, 10, ("cam-a", "cam-b"), partitions=2)
+    worker, metrics = make_worker(bus, encoder, registry, batch_size=3, prefetch_batches=2)
+    run_until_scored(worker, bus)
     assert not worker.alive and worker.error is None
     scores = scores_of(bus)
     assert sorted((s.camera, s.seq) for s in scores) == [(c, q) for c in ("cam-a", "cam-b")
@@ -211,17 +219,10 @@ def test_run_retries_a_failed_publish_and_commits_only_after(encoder, registry, 
     import detector.worker as worker_mod
 
     monkeypatch.setattr(worker_mod, "_RETRY_INITIAL_S", 0.05)
-    bus = InProcessBus(partitions=1)
-    for seq in range(4):
-        bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
+    bus = bus_with_frames(clip_frames, 4)
     producer = FlakyProducer(bus, failures=2)
     worker, metrics = make_worker(bus, encoder, registry, producer=producer, prefetch_batches=prefetch)
-    worker.start()
-    try:
-        wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
-    finally:
-        worker.stop.set()
-        worker.join(timeout=30)
+    run_until_scored(worker, bus)
     assert producer.lag_at_failures == [4, 4]  # nothing committed while the scores were not stored
     assert metrics.publish_errors._value.get() == 2
     assert sorted(s.seq for s in scores_of(bus)) == [0, 1, 2, 3]  # the same scores, sent again
@@ -230,8 +231,7 @@ def test_run_retries_a_failed_publish_and_commits_only_after(encoder, registry, 
 @pytest.mark.parametrize("prefetch", [0, 1])
 def test_a_failing_model_step_stops_the_worker_and_commits_nothing(encoder, registry, clip_frames,
                                                                    prefetch: int) -> None:
-    bus = InProcessBus(partitions=1)
-    bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[0], "cam", 0))
+    bus = bus_with_frames(clip_frames, 1)
     worker, _ = make_worker(bus, encoder, registry, prefetch_batches=prefetch)
 
     def out_of_memory(frames):
@@ -251,26 +251,17 @@ def test_prefetch_defaults_to_cuda_only() -> None:
 
 
 def test_serial_mode_without_prefetch(encoder, registry, clip_frames) -> None:
-    bus = InProcessBus(partitions=1)
-    for seq in range(3):
-        bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
+    bus = bus_with_frames(clip_frames, 3)
     worker, _ = make_worker(bus, encoder, registry, prefetch_batches=0)
     worker._run_pipelined = lambda: pytest.fail("prefetch_batches 0 must not start a fetch thread")
-    worker.start()
-    try:
-        wait_until(lambda: bus.lag("det", [FRAMES_TOPIC]) == 0)
-    finally:
-        worker.stop.set()
-        worker.join(timeout=30)
+    run_until_scored(worker, bus)
     assert sorted(s.seq for s in scores_of(bus)) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("prefetch", [0, 1])
 def test_run_scores_on_the_calling_thread_until_stopped(encoder, registry, clip_frames,
                                                         prefetch: int) -> None:
-    bus = InProcessBus(partitions=1)
-    for seq in range(4):
-        bus.producer().send(FRAMES_TOPIC, *frame_record(clip_frames[seq], "cam", seq))
+    bus = bus_with_frames(clip_frames, 4)
     worker, _ = make_worker(bus, encoder, registry, prefetch_batches=prefetch)
     scored_on: set[str] = set()
     score = worker.scorer.score
