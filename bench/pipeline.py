@@ -59,7 +59,7 @@ from detector.model import resize_for_model  # noqa: E402
 from detector.worker import BatchScorer, DetectorSettings, LoadedScene  # noqa: E402
 from scenes.registry import SceneRegistry  # noqa: E402
 from streamer.bus import KafkaBus, KafkaConfig  # noqa: E402
-from streamer.messages import SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage  # noqa: E402
+from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage  # noqa: E402
 from streamer.video import iter_frames  # noqa: E402
 from tests.rtsp import RtspServer, free_tcp_port  # noqa: E402
 from tests.servers import running_tansu  # noqa: E402
@@ -247,7 +247,7 @@ def deployment(work: Path, base: dict, cameras: list[dict]) -> Iterator[Deployme
     with running_tansu(work / "tansu.log") as broker:
         kafka = KafkaConfig(bootstrap_servers=broker, api_version=(2, 0), session_timeout_ms=2000,
                             heartbeat_interval_ms=400, partitions=4)
-        KafkaBus(kafka).ensure_topics(["vigil.frames", SCORES_TOPIC])
+        KafkaBus(kafka).ensure_topics([FRAMES_TOPIC, SCORES_TOPIC])
         cfg = {**base, "bus": {"kind": "kafka", "kafka": kafka.model_dump(mode="json")}}
         cfg["bus"]["kafka"]["sasl_plain_password"] = None
         detect = Role(work, "detect", "detect", cfg)

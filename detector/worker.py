@@ -207,8 +207,8 @@ class DetectorWorker:
             if self.settings.prefetch == 0:
                 while not self.stop.is_set():
                     records = self.poll_batch()
-                    if records and self.publish(self.prepare(records), retry=True):
-                        self.commit(records)
+                    if records:
+                        self.process(records, retry=True)
             else:
                 self._run_pipelined()
         finally:
@@ -389,10 +389,13 @@ class DetectorWorker:
         if lag is not None:
             self.metrics.consumer_lag.set(lag)
 
-    def process(self, records: list[Record]) -> int:
+    def process(self, records: list[Record], *, retry: bool = False) -> int:
         """Score, publish, flush and commit one micro-batch, one step after the other; returns
-        frames scored. A publishing failure raises and commits nothing."""
+        frames scored. A publishing failure raises and commits nothing, or with ``retry``
+        publishes again until it succeeds (nothing is committed if the worker is stopped
+        meanwhile; 0 is returned then)."""
         batch = self.prepare(records)
-        self.publish(batch)
+        if not self.publish(batch, retry=retry):
+            return 0
         self.commit(records)
         return len(batch.frames)
