@@ -7,6 +7,7 @@ to a fraction of a second.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,10 @@ class DetectorSettings(BaseModel):
         description="micro-batches fetched and decoded on a second thread while the model scores; "
                     "0: one thread does everything; None: 1 on CUDA, 0 on CPU",
     )
+    decode_threads: int | None = Field(
+        default=None, ge=1,
+        description="threads that decode and resize a micro-batch's JPEGs; None: up to 4, one per CPU",
+    )
     live_max_age_ms: int | None = Field(
         default=2000, ge=1,
         description="skip live frames older than this (the detector is behind); None: score all",
@@ -47,3 +52,11 @@ class DetectorSettings(BaseModel):
         if self.prefetch_batches is not None:
             return self.prefetch_batches
         return 1 if self.device.startswith("cuda") else 0
+
+    @property
+    def decoders(self) -> int:
+        """``decode_threads`` resolved. Decoding runs while the model's threads wait for the
+        batch (without a prefetch), so it may use every core; OpenCV releases the GIL."""
+        if self.decode_threads is not None:
+            return self.decode_threads
+        return max(1, min(4, os.cpu_count() or 1))

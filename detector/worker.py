@@ -4,8 +4,9 @@ Per micro-batch:
 
 1. poll up to ``max_batch`` frame records, waiting at most ``max_wait_ms`` for the batch to
    fill (frames of all cameras share a batch);
-2. parse and decode each record; a record that cannot be used (garbage, undecodable JPEG,
-   unsupported schema, unknown scene) is counted by reason, logged, and skipped;
+2. parse each record and decode its JPEG (the batch's JPEGs on ``decode_threads`` threads);
+   a record that cannot be used (garbage, undecodable JPEG, unsupported schema, unknown
+   scene) is counted by reason, logged, and skipped;
    A live frame older than ``live_max_age_ms`` is skipped too (counted): when cameras send
    more than the detector can take, it scores the newest frames instead of a backlog;
 3. one encoder pass for the whole batch, then each scene's flow head on its own frames
@@ -28,6 +29,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -191,6 +193,7 @@ class DetectorWorker:
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._running = False
+        self._decoder_pool: ThreadPoolExecutor | None = None  # made on first use
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -212,6 +215,9 @@ class DetectorWorker:
             else:
                 self._run_pipelined()
         finally:
+            if self._decoder_pool is not None:
+                self._decoder_pool.shutdown(wait=True)
+                self._decoder_pool = None
             self._running = False
 
     def _run_pipelined(self) -> None:
@@ -321,13 +327,14 @@ class DetectorWorker:
         return True
 
     def prepare(self, records: list[Record]) -> PreparedBatch:
-        """Parse and decode polled records; bad and stale ones are counted and left out."""
+        """Parse and decode polled records; bad and stale ones are counted and left out.
+        The JPEGs of a batch are decoded and resized to the model input in parallel
+        (``decode_threads``)."""
         self.metrics.frames_in.inc(len(records))
-        frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]] = []
+        accepted: list[tuple[Record, FrameMessage, LoadedScene]] = []
         for record in records:
             try:
                 msg = FrameMessage.from_record(record.key, record.value, record.headers)
-                image = msg.image()
             except MessageError as exc:
                 self._reject("bad_message", record, exc)
                 continue
@@ -341,10 +348,32 @@ class DetectorWorker:
             except (CheckpointError, EncoderMismatchError) as exc:
                 self._reject("bad_checkpoint", record, exc)
                 continue
-            # Resized here, off the model thread (the same function the model step would use).
-            frames.append((msg, resize_for_model(image, scene.model.input_size), scene))
+            accepted.append((record, msg, scene))
         self.metrics.models_loaded.set(len(self.cache.loaded))
+        frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]] = []
+        for (record, msg, scene), image in zip(accepted, self._decode_all(accepted), strict=True):
+            if isinstance(image, MessageError):
+                self._reject("bad_message", record, image)
+            else:
+                frames.append((msg, image, scene))
         return PreparedBatch(records, frames)
+
+    def _decode_all(self, accepted: list[tuple[Record, FrameMessage, LoadedScene]]
+                    ) -> list[np.ndarray | MessageError]:
+        def decode(item: tuple[Record, FrameMessage, LoadedScene]) -> np.ndarray | MessageError:
+            _record, msg, scene = item
+            try:
+                # Resized here, off the model step (the same function the model step would use).
+                return resize_for_model(msg.image(), scene.model.input_size)
+            except MessageError as exc:
+                return exc
+
+        if len(accepted) < 2 or self.settings.decoders < 2:
+            return [decode(item) for item in accepted]
+        if self._decoder_pool is None:
+            self._decoder_pool = ThreadPoolExecutor(self.settings.decoders,
+                                                    thread_name_prefix="detector-decode")
+        return list(self._decoder_pool.map(decode, accepted))
 
     def publish(self, batch: PreparedBatch, *, retry: bool = False) -> bool:
         """Score a prepared batch and publish its scores (flushed). On a bus failure it raises

@@ -415,7 +415,7 @@ class IngestWorker:
     def _encode(self, frame: CapturedFrame, quality: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         if frame.jpeg is not None and quality == self.jpeg_quality:
             # The source's own JPEG (a frame file): no lossy re-encode, the exact bytes go on.
-            h, w = frame.image.shape[:2]
+            w, h = frame.size
             msg = FrameMessage(camera=self.camera.id, scene=self.camera.scene, seq=frame.seq,
                                ts=frame.ts_ms, source=self.camera.source, width=w, height=h,
                                jpeg=frame.jpeg)
@@ -481,8 +481,8 @@ class IngestWorker:
         if ok:
             retried = f", {second.size} bytes at quality {self.fallback_quality}" if second else ""
             log.error("camera %s: frame seq %d (%dx%d) NOT published: record is %d bytes at JPEG "
-                      "quality %d%s, over the %d-byte limit of %s%s", cam.id, frame.seq, frame.image.shape[1],
-                      frame.image.shape[0], first.size, self.jpeg_quality, retried, first.limit, self.topic,
+                      "quality %d%s, over the %d-byte limit of %s%s", cam.id, frame.seq, frame.size[0],
+                      frame.size[1], first.size, self.jpeg_quality, retried, first.limit, self.topic,
                       _suffix(suppressed))
         return False
 

@@ -63,6 +63,7 @@ __all__ = [
     "Source",
     "decode_jpeg",
     "encode_jpeg",
+    "jpeg_size",
 ]
 
 #: Version written into every message this code produces.
@@ -175,6 +176,38 @@ def encode_jpeg(bgr: np.ndarray, quality: int = 90) -> bytes:
     if not ok:  # pragma: no cover - OpenCV only fails on invalid input, checked above
         raise ValueError(f"OpenCV could not encode a {bgr.shape} image as JPEG")
     return buf.tobytes()
+
+
+#: start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` from a JPEG's frame header, without decoding the image;
+    :class:`MessageError` if the bytes are not a JPEG or end before the header."""
+    if not data.startswith(JPEG_MAGIC):
+        raise MessageError(f"not a JPEG (starts with {data[:4]!r}, {len(data)} bytes)")
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise MessageError(f"JPEG marker expected at byte {i}, found 0x{data[i]:02x}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan: no frame header before it
+            break
+        if marker in _SOF_MARKERS and i + 9 <= len(data):
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            if width and height:
+                return width, height
+            raise MessageError(f"JPEG frame header gives an empty size {width}x{height}")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    raise MessageError(f"no JPEG frame header in {len(data)} bytes")
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:

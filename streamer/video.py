@@ -24,6 +24,8 @@ import av
 import cv2
 import numpy as np
 
+from streamer.messages import JPEG_MAGIC, MessageError, jpeg_size
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "Frame",
@@ -328,6 +330,25 @@ def read_image_file(file: Path) -> tuple[np.ndarray, bytes]:
     if image is None:
         raise SourceError(f"unreadable image {file}: not a valid image or truncated")
     return image, data
+
+
+def read_jpeg_file(file: Path) -> bytes | None:
+    """A JPEG file's bytes, checked without a full decode: a readable frame header and an
+    entropy-coded image that decodes at 1/8 scale. ``None`` if the file is not a JPEG
+    (the caller decodes it as any image); SourceError if it is unreadable."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read image {file}: {exc}") from None
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    try:
+        jpeg_size(data)
+    except MessageError as exc:
+        raise SourceError(f"unreadable image {file}: {exc}") from None
+    if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:
+        raise SourceError(f"unreadable image {file}: not a valid image or truncated")
+    return data
 
 
 def _read_image(file: Path) -> np.ndarray:

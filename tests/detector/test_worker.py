@@ -57,9 +57,10 @@ def bus_with_frames(clip_frames, frames: int, cameras: tuple[str, ...] = ("cam",
     return bus
 
 
-def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_frames) -> None:
+@pytest.mark.parametrize("decode_threads", [1, 3])
+def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_frames, decode_threads) -> None:
     bus = bus_with_frames(clip_frames, 6, ("cam-a", "cam-b"), partitions=2)
-    worker, metrics = make_worker(bus, encoder, registry)
+    worker, metrics = make_worker(bus, encoder, registry, decode_threads=decode_threads)
     drain(worker)
     scores = scores_of(bus)
     assert sorted((s.camera, s.seq) for s in scores) == [(c, q) for c in ("cam-a", "cam-b") for q in range(6)]
@@ -77,7 +78,8 @@ def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_fram
     assert metrics.consumer_lag._value.get() == 0
 
 
-def test_bad_records_are_counted_and_skipped(encoder, registry, clip_frames) -> None:
+@pytest.mark.parametrize("decode_threads", [1, 2])
+def test_bad_records_are_counted_and_skipped(encoder, registry, clip_frames, decode_threads) -> None:
     bus = InProcessBus(partitions=1)
     producer = bus.producer()
     good_key, good_value, good_headers = frame_record(clip_frames[0], "cam", 0)
@@ -87,9 +89,10 @@ def test_bad_records_are_counted_and_skipped(encoder, registry, clip_frames) -> 
     wrong_schema = [(k, b"99" if k == "schema" else v) for k, v in good_headers]
     producer.send(FRAMES_TOPIC, good_key, good_value, wrong_schema)
     producer.send(FRAMES_TOPIC, *frame_record(clip_frames[2], "cam", 2))
-    worker, metrics = make_worker(bus, encoder, registry)
+    producer.send(FRAMES_TOPIC, *frame_record(clip_frames[3], "cam", 3))
+    worker, metrics = make_worker(bus, encoder, registry, decode_threads=decode_threads)
     drain(worker)
-    assert [(s.camera, s.seq) for s in scores_of(bus)] == [("cam", 2)]
+    assert [(s.camera, s.seq) for s in scores_of(bus)] == [("cam", 2), ("cam", 3)]
     assert metrics.rejected.labels("bad_message")._value.get() == 3
     assert metrics.rejected.labels("unknown_scene")._value.get() == 1
     assert bus.lag("det", [FRAMES_TOPIC]) == 0  # bad records are committed, not retried forever
@@ -243,6 +246,14 @@ def test_a_failing_model_step_stops_the_worker_and_commits_nothing(encoder, regi
     assert isinstance(worker.error, RuntimeError)
     worker.consumer.close()
     assert bus.lag("det", [FRAMES_TOPIC]) == 1  # redelivered to the next worker
+
+
+def test_decode_threads_default_to_the_cpus(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert DetectorSettings().decoders == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert DetectorSettings().decoders == 4
+    assert DetectorSettings(decode_threads=1).decoders == 1
 
 
 def test_prefetch_defaults_to_cuda_only() -> None:

@@ -90,7 +90,7 @@ class FastLiveSource(Source):
             if self.stop.is_set():
                 return
             image = np.full((24, 32, 3), seq % 256, dtype=np.uint8)
-            yield CapturedFrame(seq=seq, ts_ms=1000 + seq, image=image, warmup=seq < 2)
+            yield CapturedFrame(seq=seq, ts_ms=1000 + seq, decoded=image, warmup=seq < 2)
             time.sleep(self.interval)
 
 

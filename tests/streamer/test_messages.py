@@ -18,6 +18,7 @@ from streamer.messages import (
     ScoreMessage,
     decode_jpeg,
     encode_jpeg,
+    jpeg_size,
 )
 
 
@@ -132,6 +133,27 @@ def test_jpeg_helpers_reject_garbage(image: np.ndarray) -> None:
         encode_jpeg(image, quality=0)
     grey = decode_jpeg(encode_jpeg(image[:, :, 0]))
     assert grey.shape == image.shape  # decoded as BGR
+
+
+@given(width=st.integers(1, 700), height=st.integers(1, 500), grey=st.booleans(), progressive=st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_jpeg_size_reads_the_frame_header(width: int, height: int, grey: bool, progressive: bool) -> None:
+    import cv2
+
+    image = np.zeros((height, width) if grey else (height, width, 3), np.uint8)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    assert ok
+    assert jpeg_size(buf.tobytes()) == (width, height)
+
+
+def test_jpeg_size_rejects_garbage_and_truncation(image: np.ndarray) -> None:
+    data = encode_jpeg(image)
+    with pytest.raises(MessageError, match="not a JPEG"):
+        jpeg_size(b"GIF89a....")
+    with pytest.raises(MessageError, match="no JPEG frame header"):
+        jpeg_size(data[:20])  # cut inside the APP0 segment, before the frame header
+    with pytest.raises(MessageError, match="marker expected"):
+        jpeg_size(b"\xff\xd8\xff\xe0\x00\x04ab" + b"\x00" * 16)
 
 
 # ----------------------------------------------------------------------------- scores

@@ -177,6 +177,35 @@ def test_frame_dir_source_seq_from_names(tmp_path: Path, caplog: pytest.LogCaptu
     assert "stc-01_0014" in caplog.text and "007.jpg" in caplog.text
 
 
+def test_frame_dir_source_passes_jpeg_files_on_undecoded(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replayed at their own size, JPEG files go on as their own bytes and are only checked
+    (a decode at 1/8 scale); a corrupt one is still logged and skipped."""
+    folder = tmp_path / "01_0001"
+    _write_frames(folder, [0, 1, 2])
+    good = (folder / "001.jpg").read_bytes()
+    (folder / "002.jpg").write_bytes(good[: len(good) // 3])  # truncated inside the image data
+    (folder / "003.jpg").write_bytes(good[:10])  # truncated before the frame header
+    full_decodes: list[int] = []
+    real_imdecode = cv2.imdecode
+
+    def counting_imdecode(buf: np.ndarray, flags: int) -> np.ndarray | None:
+        if flags == cv2.IMREAD_COLOR:
+            full_decodes.append(flags)
+        return real_imdecode(buf, flags)
+
+    monkeypatch.setattr(cv2, "imdecode", counting_imdecode)
+    cam = CameraConfig(id="stc", url=str(folder), scene="01", replay_start_ms=0)
+    with caplog.at_level(logging.WARNING):
+        frames = list(open_source(cam))
+    assert full_decodes == []
+    assert [f.seq for f in frames] == [0, 1]
+    assert frames[1].jpeg == good and frames[1].decoded is None
+    assert frames[1].size == (64, 48)
+    assert frames[1].image.shape == (48, 64, 3) and abs(float(frames[1].image.mean()) - 10) < 3
+    assert "002.jpg" in caplog.text and "003.jpg" in caplog.text
+
+
 def test_frame_dir_source_loop_and_sampling(tmp_path: Path) -> None:
     _write_frames(tmp_path / "f", list(range(10)))
     cam = CameraConfig(id="c", url=str(tmp_path / "f"), scene="01", replay_start_ms=0, loop=True, fps=12.5)
