@@ -21,12 +21,21 @@ def load_bench():
 
 
 @pytest.mark.kafka
-def test_end_to_end_through_role_processes(registry, tmp_path) -> None:
+@pytest.mark.parametrize("replay", ["stc_frames", "video"])
+def test_end_to_end_through_role_processes(registry, clip_frames, tmp_path, replay) -> None:
     bench = load_bench()
     base = {"scenes": {"root": str(registry.root)}, "detector": {"batch_size": 8, "max_wait_ms": 20}}
-    result = bench.end_to_end(tmp_path, base, (256, 192), cameras=2, frames=120, scene=TINY_SCENE)
-    assert result["scored"] == result["expected"] == 240  # every replayed frame, once
+    if replay == "stc_frames":
+        folder = bench.write_stc_test_video(tmp_path / "stc", clip_frames)  # 40 frames
+        assert folder.parts[-3:] == ("testing", "frames", "01_0001") and len(list(folder.glob("*.jpg"))) == 40
+        result = bench.end_to_end(tmp_path, base, cameras=2, frames=40, frame_folder=folder, scene=TINY_SCENE)
+        assert result["scored"] == result["expected"] == 80  # every replayed frame, once
+    else:  # the whole 120-frame clip
+        result = bench.end_to_end(tmp_path, base, cameras=2, frames=120, video_size=(256, 192),
+                                  scene=TINY_SCENE)
+        assert result["scored"] == result["expected"] == 240
     assert result["fps"] > 0 and 1 < result["mean_batch"] <= 8  # read from the detector's /metrics
+    assert result["model_step_fps"] > 0
     assert result["cpu_seconds"]["detect"] > 0 and result["cpu_seconds"]["broker"] >= 0
     assert "Traceback" not in (tmp_path / "detect.log").read_text()
 
