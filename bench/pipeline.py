@@ -7,10 +7,10 @@ subscriber and the roles' ``/metrics``. The frames are the shipped campus clip, 
 to 768x576 like a real camera. Measured side by side in one run:
 
 1. detector-only throughput: the detector's model step (resize to the model input, one
-   encoder pass per micro-batch plus the scene's flow head) on decoded frames, in this
-   process, no bus; also the networks alone, on frames resized beforehand (the worker
-   resizes while it decodes a batch, outside the model step, so this is the strictest
-   baseline);
+   encoder pass per micro-batch plus the scene's flow head) on the decoded JPEG files the
+   cameras replay, in a process of its own, no bus; also the networks alone, on frames
+   resized beforehand (the worker resizes while it decodes a batch, outside the model
+   step, so this is the strictest baseline);
 2. end-to-end throughput: 4 cameras replaying as fast as possible (ingest -> vigil.frames
    -> detector -> vigil.scores -> this process), counted from the first to the last score
    received, so process start-up and the group join are left out. The cameras replay the
@@ -63,7 +63,14 @@ from detector.model import resize_for_model  # noqa: E402
 from detector.worker import BatchScorer, DetectorSettings, LoadedScene  # noqa: E402
 from scenes.registry import SceneRegistry  # noqa: E402
 from streamer.bus import KafkaBus, KafkaConfig  # noqa: E402
-from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage  # noqa: E402
+from streamer.messages import (  # noqa: E402
+    FRAMES_TOPIC,
+    SCORES_TOPIC,
+    FrameMessage,
+    MessageError,
+    ScoreMessage,
+    jpeg_size,
+)
 from streamer.video import iter_frames  # noqa: E402
 from tests.rtsp import RtspServer, free_tcp_port  # noqa: E402
 from tests.servers import running_tansu  # noqa: E402
@@ -84,17 +91,24 @@ def train_bench_scene(root: Path, encoder: Encoder) -> SceneRegistry:
     return registry
 
 
-def detector_only(encoder: Encoder, registry: SceneRegistry, images: list[np.ndarray],
+def detector_only(encoder: Encoder, registry: SceneRegistry, frames: list[np.ndarray] | list[bytes],
                   settings: DetectorSettings, at_input_size: bool = False, scene_id: str = SCENE) -> float:
-    """Frames per second of the detector's model step on decoded frames (no bus; JPEG
-    decoding is not timed). Frames are decoded a batch at a time, as the worker does, so
-    the process does not hold every decoded frame at once. With ``at_input_size`` the
-    frames are also resized beforehand, so only the networks are timed (the strictest
-    baseline)."""
+    """Frames per second of the detector's model step (no bus; JPEG decoding is not timed)
+    on ``frames``: JPEG bytes, or images that are JPEG-encoded first. Frames are decoded a
+    batch at a time, as the worker does, so the process does not hold every decoded frame
+    at once. With ``at_input_size`` the frames are also resized beforehand, so only the
+    networks are timed (the strictest baseline)."""
     scorer = BatchScorer(encoder, registry, settings)
     scene = scorer.cache.get(scene_id)
-    msgs = [FrameMessage.from_image(img, camera=f"c{i % 4}", scene=scene_id, seq=i, ts=0, source="replay")
-            for i, img in enumerate(images)]
+
+    def message(seq: int, frame: np.ndarray | bytes) -> FrameMessage:
+        envelope = {"camera": f"c{seq % 4}", "scene": scene_id, "seq": seq, "ts": 0, "source": "replay"}
+        if isinstance(frame, bytes):
+            width, height = jpeg_size(frame)
+            return FrameMessage(**envelope, width=width, height=height, jpeg=frame)
+        return FrameMessage.from_image(frame, **envelope)
+
+    msgs = [message(i, f) for i, f in enumerate(frames)]
     batch = settings.batch_size
 
     def decoded(start: int) -> list[tuple[FrameMessage, np.ndarray, LoadedScene]]:
@@ -114,6 +128,31 @@ def detector_only(encoder: Encoder, registry: SceneRegistry, images: list[np.nda
         scorer.score(frames)
         seconds += time.perf_counter() - t0
     return len(msgs) / seconds
+
+
+def detector_only_in_own_process(scenes: Path, folder: Path, cameras: int, batch: int,
+                                 scene: str = SCENE) -> dict[str, float]:
+    """:func:`detector_only` and the networks alone, each on the JPEG files the cameras
+    replay (``cameras`` times over), measured in a fresh process: like the detect role, the
+    model gets a process of its own, not this one with its training run, frames and
+    subscriber threads behind it."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure-detector-only", str(scenes), str(folder),
+           "--cameras", str(cameras), "--batch", str(batch), "--scene", scene]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"detector-only measurement failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure_detector_only(scenes: Path, folder: Path, cameras: int, batch: int, scene: str) -> None:
+    """The child side of :func:`detector_only_in_own_process`: prints one JSON line."""
+    encoder = Encoder("tf_efficientnet_lite0")
+    registry = SceneRegistry(scenes)
+    jpegs = [f.read_bytes() for f in sorted(folder.glob("*.jpg"))] * cameras
+    settings = DetectorSettings(batch_size=batch)
+    alone = detector_only(encoder, registry, jpegs, settings, scene_id=scene)
+    networks = detector_only(encoder, registry, jpegs, settings, at_input_size=True, scene_id=scene)
+    print(json.dumps({"detector_only_fps": alone, "model_only_fps": networks}))
 
 
 # ----------------------------------------------------------------------------- the roles
@@ -385,14 +424,20 @@ def main() -> None:
                     help="analysis fps per camera for the latency run")
     ap.add_argument("--live-seconds", type=float, default=40)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-pipeline")
+    ap.add_argument("--measure-detector-only", nargs=2, type=Path, metavar=("SCENES", "FOLDER"),
+                    help=argparse.SUPPRESS)  # the child process of detector_only_in_own_process
+    ap.add_argument("--scene", default=SCENE, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.measure_detector_only:
+        _measure_detector_only(*args.measure_detector_only, cameras=args.cameras, batch=args.batch,
+                               scene=args.scene)
+        return
     size = tuple(int(v) for v in args.camera_size.lower().split("x"))
     assert len(size) == 2
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     encoder = Encoder("tf_efficientnet_lite0")
     train_bench_scene(work / "scenes", encoder)
-    registry = SceneRegistry(work / "scenes")
     import cv2
 
     images = [cv2.resize(f.image, size) for f in iter_frames(CLIP)]
@@ -409,8 +454,8 @@ def main() -> None:
           f"{report['cpus']} CPUs", flush=True)
     folder = write_stc_test_video(work / "stc", images)
     for r in range(args.rounds):
-        alone = detector_only(encoder, registry, images * args.cameras, settings)
-        model = detector_only(encoder, registry, images * args.cameras, settings, at_input_size=True)
+        baseline = detector_only_in_own_process(work / "scenes", folder, args.cameras, args.batch)
+        alone, model = baseline["detector_only_fps"], baseline["model_only_fps"]
         stc = end_to_end(work, base, args.cameras, n, frame_folder=folder)
         video = end_to_end(work, base, args.cameras, n, video_size=size)
         row = {"detector_only_fps": alone, "model_only_fps": model, "end_to_end": stc,

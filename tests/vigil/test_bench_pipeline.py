@@ -46,3 +46,10 @@ def test_detector_only_baseline(encoder, registry, clip_frames) -> None:
     assert bench.detector_only(encoder, registry, clip_frames[:8], settings, scene_id=TINY_SCENE) > 0
     assert bench.detector_only(encoder, registry, clip_frames[:8], settings, at_input_size=True,
                                scene_id=TINY_SCENE) > 0
+
+
+def test_detector_only_in_its_own_process_on_the_replayed_files(registry, clip_frames, tmp_path) -> None:
+    bench = load_bench()
+    folder = bench.write_stc_test_video(tmp_path / "stc", clip_frames[:8])
+    measured = bench.detector_only_in_own_process(registry.root, folder, cameras=2, batch=4, scene=TINY_SCENE)
+    assert measured["detector_only_fps"] > 0 and measured["model_only_fps"] > 0
