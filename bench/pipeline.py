@@ -73,7 +73,7 @@ from streamer.messages import (  # noqa: E402
 )
 from streamer.video import iter_frames  # noqa: E402
 from tests.rtsp import RtspServer, free_tcp_port  # noqa: E402
-from tests.servers import running_tansu  # noqa: E402
+from tests.servers import running_tansu, stop_process  # noqa: E402
 from training.train import TrainSettings, train_scene  # noqa: E402
 
 CLIP = REPO / "tests" / "data" / "campus_clip.mp4"
@@ -193,13 +193,7 @@ class Role:
         raise RuntimeError(f"{self.name} did not serve /metrics within {timeout:.0f} s; see {self.log}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=30)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -7,7 +7,10 @@ condition and one epoch on 24 frames, calibrated on 8 held-out frames.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -29,6 +32,16 @@ from tests.servers import (  # noqa: F401 - real-server fixtures (Kafka broker, 
 from training.train import TrainResult, TrainSettings, train_scene
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_bench_script(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` (a script, not a package module) for its tests."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 CLIP = REPO / "tests" / "data" / "campus_clip.mp4"
 CLIP_FRAMES = 120
 TINY_SIZE = 128  # divisible by the encoder's largest stride (32): grids 16x16, 8x8, 4x4

@@ -43,6 +43,17 @@ KAFKA_TEST_TIMEOUTS = dict(session_timeout_ms=2000, heartbeat_interval_ms=400,
                            max_poll_interval_ms=30_000, request_timeout_ms=10_000, max_block_ms=10_000)
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate ``proc`` and wait for it; kill it if it outlives ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs the real tansu Kafka broker (started by a fixture)")
     # kafka-python 3.0 loads its protocol schemas with the legacy importlib.resources API
@@ -125,12 +136,7 @@ def running_tansu(logfile: Path) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=5)
 
 
 @pytest.fixture(scope="session")
@@ -250,13 +256,7 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def flush(self) -> None:

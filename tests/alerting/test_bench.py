@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 
 import numpy as np
 import yaml
@@ -12,15 +10,11 @@ import yaml
 from scenes.registry import SceneRegistry
 from tests.alerting.streams import CHECKER_FIRST as FIRST
 from tests.alerting.streams import CHECKER_LAST as LAST
-from tests.conftest import REPO
+from tests.conftest import REPO, load_bench_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_alerts", REPO / "bench" / "alerts.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("alerts")
 
 
 def test_runs_of_and_scoring() -> None:

@@ -3,21 +3,14 @@ real tansu broker, the score subscriber, the roles' /metrics, and the detector-o
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
 from detector.worker import DetectorSettings
-from tests.conftest import REPO, TINY_SCENE
+from tests.conftest import TINY_SCENE, load_bench_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_pipeline", REPO / "bench" / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("pipeline")
 
 
 @pytest.mark.kafka
