@@ -375,8 +375,8 @@ class _Replay(Source):
                         if self.stop.is_set():
                             return
                     if cam.resize is not None:
-                        image = _resize(decode_jpeg(jpeg) if image is None else image, cam.resize)
-                        jpeg = None
+                        assert image is not None  # loaders decode whenever a resize is configured
+                        image, jpeg = _resize(image, cam.resize), None
                     yield CapturedFrame(seq=seq_offset + seq, ts_ms=base_ms + t_ms, decoded=image,
                                         reconnects=0, jpeg=jpeg)
             passes += 1

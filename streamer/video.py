@@ -320,12 +320,16 @@ def _read_images(
         yielded += 1
 
 
-def read_image_file(file: Path) -> tuple[np.ndarray, bytes]:
-    """Decode an image file; returns the BGR image and the file's bytes (SourceError if unreadable)."""
+def _image_bytes(file: Path) -> bytes:
     try:
-        data = file.read_bytes()
+        return file.read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read image {file}: {exc}") from None
+
+
+def read_image_file(file: Path) -> tuple[np.ndarray, bytes]:
+    """Decode an image file; returns the BGR image and the file's bytes (SourceError if unreadable)."""
+    data = _image_bytes(file)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if image is None:
         raise SourceError(f"unreadable image {file}: not a valid image or truncated")
@@ -336,10 +340,7 @@ def read_jpeg_file(file: Path) -> bytes | None:
     """A JPEG file's bytes, checked without a full decode: a readable frame header and an
     entropy-coded image that decodes at 1/8 scale. ``None`` if the file is not a JPEG
     (the caller decodes it as any image); SourceError if it is unreadable."""
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise SourceError(f"cannot read image {file}: {exc}") from None
+    data = _image_bytes(file)
     if not data.startswith(JPEG_MAGIC):
         return None
     try:
