@@ -51,7 +51,7 @@ def follow_topic(kafka: Any, from_beginning: bool, topic: str = ALERTS_TOPIC,
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    from streamer.bus import BusError
+    from common.bus import BusError
 
     try:
         consumer = KafkaConsumer(topic, group_id=None, enable_auto_commit=False,

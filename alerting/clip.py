@@ -21,8 +21,8 @@ import numpy as np
 
 from alerting.region import Region
 from alerting.ring import RingEntry
+from common.messages import MessageError, decode_jpeg, encode_jpeg
 from detector.overlay import heat_overlay
-from streamer.messages import MessageError, decode_jpeg, encode_jpeg
 from streamer.video import VideoWriter
 
 __all__ = ["ClipAssembler", "estimate_fps", "render_frame", "snapshot_jpeg"]

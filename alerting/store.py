@@ -44,7 +44,8 @@ from typing import Any, Protocol
 
 from alerting.config import LocalStoreConfig, RedisStoreConfig
 from alerting.events import AlertRecord
-from streamer.video import redact_url
+from common.redact import redact_url
+from common.retry import Backoff
 
 __all__ = [
     "AlertStore",
@@ -421,11 +422,11 @@ class SpoolingStore:
     """A :class:`RedisStore` that spools writes to disk while Redis is unreachable.
 
     Thread-safe. Reads go straight to Redis (spooled writes are not visible until drained).
-    After a failure Redis is retried with a capped back-off (``RETRY_MAX_S``); meanwhile
+    After a failure Redis is retried with a capped back-off (``BACKOFF``); meanwhile
     writes go straight to the spool instead of waiting for a timeout each.
     """
 
-    RETRY_MAX_S = 5.0
+    BACKOFF = Backoff(0.5, 5.0)  # before Redis is tried again after consecutive failures
 
     def __init__(self, inner: RedisStore, spool: Spool) -> None:
         self.inner, self.spool = inner, spool
@@ -449,7 +450,7 @@ class SpoolingStore:
 
     def _down(self) -> None:
         self._failures += 1
-        self._retry_at = time.monotonic() + min(self.RETRY_MAX_S, 0.25 * 2 ** min(self._failures, 8))
+        self._retry_at = time.monotonic() + self.BACKOFF.delay(self._failures)
 
     def _up(self) -> bool:
         """Whether Redis is worth trying now (drains the spool first); False: spool the write."""

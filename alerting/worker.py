@@ -44,18 +44,15 @@ from alerting.lifecycle import AlertLifecycle, AlertState, Transition
 from alerting.region import Region, hot_region
 from alerting.ring import FrameRing, RingEntry
 from alerting.store import AlertStore, AlertWrite, PutResult, StoreError
-from streamer.bus import BusError, CommitFailedError, Consumer, Producer, PublishError, Record
-from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
+from common.bus import BusError, CommitFailedError, Consumer, Producer, PublishError, Record
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
+from common.retry import Backoff, Stopped, call_with_retry
 
 __all__ = ["AlertMetrics", "AlertWorker"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_MAX_S = 5.0
-
-
-class _Stopped(Exception):  # noqa: N818 - internal control flow
-    """The worker was asked to stop while it waited for the store."""
+_BACKOFF = Backoff(0.25, 5.0)  # between attempts to store an alert or its publish marks
 
 
 class AlertMetrics:
@@ -172,7 +169,7 @@ class AlertWorker:
                     self.finish_all()
                     self.finished.set()
                 self.housekeeping()
-            except _Stopped:
+            except Stopped:
                 break
             except BusError as exc:  # broker trouble: nothing committed, records come again
                 log.warning("alert worker: %s", exc)
@@ -407,21 +404,17 @@ class AlertWorker:
 
     def _put(self, write: AlertWrite) -> PutResult:
         """Store a write; while the store can take nothing (spool full), wait -- never drop."""
-        delay = 0.25
-        while True:
-            try:
-                result = self.store.put(write)
-                if result.spooled:
-                    self.metrics.store_unavailable.inc()
-                return result
-            except (StoreError, OSError) as exc:
-                self.metrics.store_unavailable.inc()
-                log.error("alert %s cannot be stored (%s); retrying in %.1f s", write.record.alert_id, exc,
-                          delay)
-            if self.stop.wait(delay):
-                raise _Stopped
-            delay = min(_RETRY_MAX_S, delay * 2)
-            self.store.drain()
+
+        def failed(exc: BaseException, delay: float) -> None:
+            self.metrics.store_unavailable.inc()
+            log.error("alert %s cannot be stored (%s); retrying in %.1f s", write.record.alert_id, exc, delay)
+
+        result = call_with_retry(lambda: self.store.put(write), retry_on=(StoreError, OSError),
+                                 backoff=_BACKOFF, stop=self.stop, on_failure=failed,
+                                 before_retry=self.store.drain)
+        if result.spooled:
+            self.metrics.store_unavailable.inc()
+        return result
 
     # ------------------------------------------------------------------ delivery and commits
     def _deliver(self) -> None:
@@ -445,16 +438,10 @@ class AlertWorker:
         self._commit()
 
     def _mark(self, alert_id: str, ids: list[str]) -> None:
-        delay = 0.25
-        while True:
-            try:
-                self.store.mark_published(alert_id, ids)
-                return
-            except (StoreError, OSError) as exc:
-                log.error("publish marks of alert %s not stored (%s); retrying", alert_id, exc)
-            if self.stop.wait(delay):
-                raise _Stopped
-            delay = min(_RETRY_MAX_S, delay * 2)
+        call_with_retry(lambda: self.store.mark_published(alert_id, ids), retry_on=(StoreError, OSError),
+                        backoff=_BACKOFF, stop=self.stop,
+                        on_failure=lambda exc, _d: log.error("publish marks of alert %s not stored (%s); "
+                                                             "retrying", alert_id, exc))
 
     def _needed(self, camera: str | None, seq: int) -> bool:
         if camera is None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from detector.checkpoint import save_scene  # noqa: E402
 from detector.encoders import Encoder  # noqa: E402
 from detector.model import ScoreSettings  # noqa: E402
 from scenes.registry import SceneRegistry  # noqa: E402
@@ -68,7 +69,7 @@ def main() -> None:
                                  settings.holdout_fraction)
         result = train_scene(encoder, data.train, data.holdout, settings)
         train_s = time.perf_counter() - t0
-        registry.save(scene, result.model, {"training": {**data.summary, "history": result.history}})
+        save_scene(registry, scene, result.model, {"training": {**data.summary, "history": result.history}})
         models = {}
         for name, (position_norm, score) in VARIANTS.items():
             stats, calibration = fit_normal_statistics(

@@ -66,6 +66,7 @@ def _setup(threads: int | None) -> None:
 def train_job(root: str, scene: str, name: str, settings: dict, registry: str, threads: int | None) -> dict:
     """In a fresh process: train one model on one scene, save it, evaluate it."""
     _setup(threads)
+    from detector.checkpoint import save_scene
     from detector.encoders import Encoder
     from scenes.registry import SceneRegistry
     from training.data import load_scene_frames, stc_training_videos
@@ -80,7 +81,7 @@ def train_job(root: str, scene: str, name: str, settings: dict, registry: str, t
     decode_s = time.perf_counter() - t0
     result = train_scene(encoder, data.train, data.holdout, s, progress=False)
     train_rss = peak_rss_mb()
-    SceneRegistry(registry).save(scene, result.model, {
+    save_scene(SceneRegistry(registry), scene, result.model, {
         "training": {**data.summary, "settings": settings_summary(s), "history": result.history,
                      "seconds": round(result.seconds, 1)},
     })
@@ -106,6 +107,7 @@ def throughput_job(root: str, scene: str, registry: str, batch: int, frames: int
     _setup(threads)
     import torch
 
+    from detector.checkpoint import load_scene
     from detector.encoders import Encoder
     from detector.scorer import FrameScorer
     from scenes.registry import SceneRegistry
@@ -113,7 +115,7 @@ def throughput_job(root: str, scene: str, registry: str, batch: int, frames: int
     from training.evaluate import stc_test_clips
 
     rss_start = peak_rss_mb()
-    model, _meta = SceneRegistry(registry).load(scene)
+    model, _meta = load_scene(SceneRegistry(registry), scene)
     scorer = FrameScorer(Encoder("tf_efficientnet_lite0"), model, scene, device)
     clip = stc_test_clips(root, scene)[0]
     images = [f.image for f, _ in zip(iter_frame_dir(clip.frames), range(max(batch, 32)), strict=False)]

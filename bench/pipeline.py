@@ -58,12 +58,8 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from detector.encoders import Encoder  # noqa: E402
-from detector.model import resize_for_model  # noqa: E402
-from detector.worker import BatchScorer, DetectorSettings, LoadedScene  # noqa: E402
-from scenes.registry import SceneRegistry  # noqa: E402
-from streamer.bus import KafkaBus, KafkaConfig  # noqa: E402
-from streamer.messages import (  # noqa: E402
+from common.bus import KafkaBus, KafkaConfig  # noqa: E402
+from common.messages import (  # noqa: E402
     FRAMES_TOPIC,
     SCORES_TOPIC,
     FrameMessage,
@@ -71,12 +67,17 @@ from streamer.messages import (  # noqa: E402
     ScoreMessage,
     jpeg_size,
 )
+from detector.checkpoint import save_scene  # noqa: E402
+from detector.encoders import Encoder  # noqa: E402
+from detector.model import resize_for_model  # noqa: E402
+from detector.worker import BatchScorer, DetectorSettings, LoadedScene  # noqa: E402
+from scenes.registry import SceneRegistry  # noqa: E402
 from streamer.video import iter_frames  # noqa: E402
 from tests.rtsp import RtspServer, free_tcp_port  # noqa: E402
 from tests.servers import running_tansu, stop_process  # noqa: E402
 from training.train import TrainSettings, train_scene  # noqa: E402
 
-CLIP = REPO / "tests" / "data" / "campus_clip.mp4"
+CLIP = REPO / "vigil" / "data" / "campus_clip.mp4"
 SCENE = "bench"
 
 
@@ -87,7 +88,7 @@ def train_bench_scene(root: Path, encoder: Encoder) -> SceneRegistry:
     frames = [cv2.resize(f.image, (256, 256), interpolation=cv2.INTER_AREA) for f in iter_frames(CLIP)]
     result = train_scene(encoder, frames[:96], frames[96:], TrainSettings(epochs=2), progress=False)
     registry = SceneRegistry(root)
-    registry.save(SCENE, result.model)
+    save_scene(registry, SCENE, result.model)
     return registry
 
 

@@ -11,7 +11,7 @@ Per micro-batch:
    more than the detector can take, it scores the newest frames instead of a backlog;
 3. one encoder pass for the whole batch, then each scene's flow head on its own frames
    (heads come from the scene registry through a memory-bounded cache);
-4. publish one :class:`~streamer.messages.ScoreMessage` per frame, flush, and only then
+4. publish one :class:`~common.messages.ScoreMessage` per frame, flush, and only then
    commit the batch's offsets (at-least-once: after a crash the batch is scored again and a
    downstream consumer drops duplicates by ``(camera, seq)``).
 
@@ -23,7 +23,6 @@ scored; without, the calling thread does everything in turn.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -37,19 +36,20 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.bus import BusError, CommitFailedError, Consumer, Producer, Record
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
+from common.retry import Backoff, Stopped, call_with_retry
+from detector.checkpoint import from_checkpoint, model_id
 from detector.encoders import Encoder
 from detector.model import SceneModel, resize_for_model, to_input
 from detector.scorer import EncoderMismatchError, check_encoder
 from detector.settings import DetectorSettings
-from scenes.checkpoint import WEIGHTS_FILE, CheckpointError
+from scenes.checkpoint import CheckpointError
 from scenes.registry import SceneRegistry, UnknownSceneError
-from streamer.bus import BusError, CommitFailedError, Consumer, Producer, Record
-from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
 
 log = logging.getLogger(__name__)
 
-_RETRY_INITIAL_S = 0.5  # back-off between attempts to publish a scored batch
-_RETRY_MAX_S = 10.0
+_BACKOFF = Backoff(0.5, 10.0)  # between attempts to publish a scored batch
 
 
 class DetectorMetrics:
@@ -101,12 +101,12 @@ class SceneCache:
         if scene in self.loaded:
             self.loaded.move_to_end(scene)
             return self.loaded[scene]
-        model, _meta = self.registry.load(scene)
+        stored = self.registry.load(scene)
+        model = from_checkpoint(stored)
         check_encoder(model, self.encoder, scene)
         model.head.to(self.device).eval()
         size = sum(p.numel() * p.element_size() for p in model.head.parameters())
-        digest = hashlib.sha256((self.registry.path(scene) / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
-        entry = LoadedScene(model, f"{scene}:{model.kind}:{digest}", size)
+        entry = LoadedScene(model, model_id(scene, stored), size)
         self.loaded[scene] = entry
         while len(self.loaded) > 1 and (
             len(self.loaded) > self.max_models or sum(e.bytes for e in self.loaded.values()) > self.max_bytes
@@ -377,7 +377,7 @@ class DetectorWorker:
 
     def publish(self, batch: PreparedBatch, *, retry: bool = False) -> bool:
         """Score a prepared batch and publish its scores (flushed). On a bus failure it raises
-        :class:`~streamer.bus.BusError`, or with ``retry`` publishes the same scores again with
+        :class:`~common.bus.BusError`, or with ``retry`` publishes the same scores again with
         capped back-off until it succeeds (True) or the worker is stopped (False)."""
         if not batch.frames:
             return True
@@ -385,22 +385,22 @@ class DetectorWorker:
         scored = self.scorer.score(batch.frames)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch.frames))
-        delay = _RETRY_INITIAL_S
-        while True:
-            try:
-                for out in scored:
-                    self.producer.send(self.scores_topic, *out.to_record())
-                self.producer.flush()
-                break
-            except BusError as exc:
-                if not retry:
-                    raise
-                self.metrics.publish_errors.inc()
-                log.error("detector: publishing %d scores to %s failed (%s); retrying in %.1f s",
-                          len(scored), self.scores_topic, exc, delay)
-                if self.stop.wait(delay):
-                    return False
-                delay = min(_RETRY_MAX_S, delay * 2)
+
+        def send_all() -> None:
+            for out in scored:
+                self.producer.send(self.scores_topic, *out.to_record())
+            self.producer.flush()
+
+        def failed(exc: BaseException, delay: float) -> None:
+            self.metrics.publish_errors.inc()
+            log.error("detector: publishing %d scores to %s failed (%s); retrying in %.1f s",
+                      len(scored), self.scores_topic, exc, delay)
+
+        try:
+            call_with_retry(send_all, retry_on=(BusError,), backoff=_BACKOFF, stop=self.stop,
+                            attempts=None if retry else 1, on_failure=failed)
+        except Stopped:
+            return False
         now_ms = time.time() * 1000
         for out in scored:
             self.metrics.frames_scored.labels(out.camera).inc()

@@ -1,31 +1,29 @@
-"""Scene checkpoints: flow weights in safetensors, everything else as readable JSON.
+"""Scene checkpoints on disk: tensors in safetensors, everything else as readable JSON.
 
 A checkpoint is a folder::
 
-    model.safetensors   flow-head weights and per-position normal statistics
-    meta.json           format version, package version, model kind and head config,
-                        encoder name and weights digest, input size, normalisation,
-                        calibration, score settings, training-data summary
+    model.safetensors   named tensors (flow-head weights, per-position normal statistics)
+    meta.json           format version, package version and whatever the writer adds
 
-Nothing is pickled. Loading checks the format version and reports clearly what is wrong.
+This module stores and finds checkpoints and checks their format; it knows nothing of
+models. :mod:`detector.checkpoint` turns a scene model into tensors plus metadata and
+back. Nothing is pickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from detector.anomaly_map import MapStatistics
-from detector.calibration import Calibration
-from detector.encoders import ENCODERS
-from detector.model import SceneModel, ScoreSettings, build_head
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -43,29 +41,22 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def save_checkpoint(model: SceneModel, path: str | Path, extra: dict | None = None) -> Path:
-    """Write ``model`` to the folder ``path`` (created); returns the folder."""
-    if model.stats is None or model.calibration is None:
-        raise CheckpointError("refusing to save a scene model without statistics and calibration")
-    folder = Path(path)
-    tensors = {f"head.{k}": v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
-    tensors.update(model.stats.tensors())
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "package_version": package_version(),
-        "kind": model.kind,
-        "head": model.head.config(),
-        "encoder": {"name": model.encoder, "weights_digest": model.encoder_digest,
-                    "layers": list(ENCODERS[model.encoder].layers) if model.encoder in ENCODERS else None},
-        "input_size": model.input_size,
-        "normalisation": model.stats.meta(),
-        "calibration": model.calibration.to_dict(),
-        "score": asdict(model.settings),
-    }
-    clash = sorted(set(meta) & set(extra or {}))
-    if clash:
-        raise CheckpointError(f"extra checkpoint metadata may not replace {clash}")
-    meta.update(extra or {})
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """What a checkpoint folder holds: its tensors, its metadata, and the SHA-256 of its
+    weights file (it identifies the model in score records)."""
+
+    folder: Path
+    tensors: dict[str, torch.Tensor]
+    meta: dict
+    digest: str
+
+
+def write_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``tensors`` and ``meta`` (stamped with the format and package version) as the
+    checkpoint folder ``folder``, replacing any old one whole; returns the folder."""
+    folder = Path(folder)
+    meta = {"format_version": FORMAT_VERSION, "package_version": package_version(), **meta}
     # Write a complete new folder beside the old one, then swap: a crash never leaves
     # new weights next to old metadata.
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +74,7 @@ def save_checkpoint(model: SceneModel, path: str | Path, extra: dict | None = No
 
 
 def read_meta(path: str | Path) -> dict:
+    """The metadata of the checkpoint folder ``path``, after checking its format version."""
     folder = Path(path)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
@@ -103,32 +95,16 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | Path) -> tuple[SceneModel, dict]:
-    """Load a scene model and its metadata from the folder ``path``."""
+def read_checkpoint(path: str | Path) -> StoredCheckpoint:
+    """Read the checkpoint folder ``path``: metadata, tensors and the weights' digest."""
     folder = Path(path)
     meta = read_meta(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"no checkpoint weights at {weights}")
     try:
-        tensors = load_file(str(weights))
+        data = weights.read_bytes()
+        tensors = load_tensors(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"corrupt checkpoint weights {weights}: {exc}") from exc
-    try:
-        head = build_head(meta["kind"], meta["head"])
-        head_state = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
-        head.load_state_dict(head_state, strict=True)
-        stats = MapStatistics.from_saved(meta["normalisation"], tensors)
-        model = SceneModel(
-            kind=meta["kind"],
-            head=head.eval(),
-            encoder=meta["encoder"]["name"],
-            encoder_digest=meta["encoder"]["weights_digest"],
-            input_size=int(meta["input_size"]),
-            stats=stats,
-            calibration=Calibration.from_dict(meta["calibration"]),
-            settings=ScoreSettings(**meta["score"]),
-        )
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"corrupt or incompatible checkpoint {folder}: {exc}") from exc
-    return model, meta
+    return StoredCheckpoint(folder, tensors, meta, hashlib.sha256(data).hexdigest())

@@ -1,17 +1,18 @@
 """The scene registry: scene id -> checkpoint folder under one root.
 
-Layout: ``ROOT/<scene>/model.safetensors`` + ``ROOT/<scene>/meta.json``.
+Layout: ``ROOT/<scene>/model.safetensors`` + ``ROOT/<scene>/meta.json``. The registry
+stores and finds checkpoints (:mod:`scenes.checkpoint`); building a model from one is the
+detector's (:mod:`detector.checkpoint`).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from detector.model import SceneModel
-from scenes.checkpoint import META_FILE, load_checkpoint, save_checkpoint
+import torch
 
-SCENE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from common.ids import validate_scene_id
+from scenes.checkpoint import META_FILE, StoredCheckpoint, read_checkpoint, write_checkpoint
 
 
 class UnknownSceneError(KeyError):
@@ -19,18 +20,6 @@ class UnknownSceneError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; this one is meant to be read
         return str(self.args[0])
-
-
-class InvalidSceneIdError(ValueError):
-    """A scene id that cannot name a checkpoint folder."""
-
-
-def validate_scene_id(scene: str) -> str:
-    if not SCENE_ID.match(scene):
-        raise InvalidSceneIdError(
-            f"invalid scene id {scene!r}: use letters, digits, '_', '-', '.' (max 64 chars)"
-        )
-    return scene
 
 
 class SceneRegistry:
@@ -50,14 +39,15 @@ class SceneRegistry:
     def __contains__(self, scene: str) -> bool:
         return (self.path(scene) / META_FILE).is_file()
 
-    def save(self, scene: str, model: SceneModel, extra: dict | None = None) -> Path:
-        return save_checkpoint(model, self.path(scene), {"scene": scene, **(extra or {})})
+    def save(self, scene: str, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+        """Store a scene's checkpoint (``meta`` gains ``"scene"``); returns its folder."""
+        return write_checkpoint(self.path(scene), tensors, {**meta, "scene": scene})
 
-    def load(self, scene: str) -> tuple[SceneModel, dict]:
+    def load(self, scene: str) -> StoredCheckpoint:
         if scene not in self:
             known = ", ".join(self.scenes()) or "none"
             raise UnknownSceneError(
                 f"unknown scene {scene!r}: no checkpoint in {self.root} (known scenes: {known}); "
                 f"train one with `vigil train --scene {scene} ...`"
             )
-        return load_checkpoint(self.path(scene))
+        return read_checkpoint(self.path(scene))

@@ -1,6 +1,6 @@
 """The ingest worker: one camera's frames from its :class:`~streamer.sources.Source` to ``vigil.frames``.
 
-Each published record is a :class:`~streamer.messages.FrameMessage` (key = camera id, value =
+Each published record is a :class:`~common.messages.FrameMessage` (key = camera id, value =
 JPEG, the contract's headers). How frames flow depends on the source:
 
 * **live** (RTSP): the camera read never waits for the bus. A reader thread puts every
@@ -11,9 +11,9 @@ JPEG, the contract's headers). How frames flow depends on the source:
   and before each one ``wait_for_capacity()`` (if given) is called: the embedded runner
   passes a function that blocks while the detector group's lag is over a limit, so a fast
   replay proceeds at the speed of the detector (back-pressure). A replay frame that the bus
-  refuses with a :class:`~streamer.bus.BusError` is retried until it is stored or ``stop``.
+  refuses with a :class:`~common.bus.BusError` is retried until it is stored or ``stop``.
 
-A frame whose record exceeds the bus's size limit (:class:`~streamer.bus.MessageTooLarge`)
+A frame whose record exceeds the bus's size limit (:class:`~common.bus.MessageTooLarge`)
 is re-encoded once at a lower JPEG quality; if that is still too big it is logged as an
 error (camera, seq, size, limit) and counted in ``vigil_ingest_frames_too_large_total`` --
 never dropped silently. The first frames after a (re)connect (``warmup``) are not published
@@ -36,8 +36,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from streamer.bus import BusError, MessageTooLarge, Producer
-from streamer.messages import FRAMES_TOPIC, FrameMessage
+from common.bus import BusError, MessageTooLarge, Producer
+from common.messages import FRAMES_TOPIC, FrameMessage
+from common.retry import Backoff, Stopped, call_with_retry
 from streamer.sources import CameraConfig, CapturedFrame, Source, SourceError, open_source
 
 __all__ = ["IngestMetrics", "IngestStats", "IngestWorker", "LatestSlot"]
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 #: Extra header set on warm-up frames when they are published.
 WARMUP_HEADER = "warmup"
 # Retry delays of a replay frame the bus refused (seconds, doubling).
-_RETRY_INITIAL_S, _RETRY_MAX_S = 0.5, 10.0
+_BACKOFF = Backoff(0.5, 10.0)  # between attempts to publish a frame
 # Repeated warnings/errors of one kind per camera are logged at most this often.
 _LOG_EVERY_S = 10.0
 
@@ -430,31 +431,38 @@ class IngestWorker:
 
     def _publish(self, frame: CapturedFrame, *, retry: bool) -> bool:
         """Publish one frame; False if it could not be (too large, or a bus error without retry)."""
-        cam = self.camera
-        delay = _RETRY_INITIAL_S
-        while True:
+
+        def attempt() -> bool:
             key, value, headers = self._encode(frame, self.jpeg_quality)
             try:
-                try:
-                    self.producer.send(self.topic, key, value, headers)
-                except MessageTooLarge as first:
-                    if not self._send_smaller(frame, first):
-                        return False
-            except BusError as exc:
-                self.stats.publish_errors += 1
-                self.metrics.publish_errors.labels(cam.id).inc()
-                ok, suppressed = self._throttle.check("bus")
-                if ok:
-                    log.error("camera %s: cannot publish frame seq %d to %s: %s%s%s", cam.id, frame.seq,
-                              self.topic, exc, "; retrying" if retry else "; frame lost", _suffix(suppressed))
-                if not retry or self.stop.wait(delay):
-                    return False
-                delay = min(_RETRY_MAX_S, delay * 2)
-                continue
+                self.producer.send(self.topic, key, value, headers)
+            except MessageTooLarge as first:
+                return self._send_smaller(frame, first)
+            return True
+
+        try:
+            sent = call_with_retry(attempt, retry_on=(BusError,), backoff=_BACKOFF, stop=self.stop,
+                                   attempts=None if retry else 1,
+                                   on_failure=lambda exc, _delay: self._publish_failed(frame, exc, retry))
+        except BusError as exc:  # not retried
+            self._publish_failed(frame, exc, retry)
+            return False
+        except Stopped:
+            return False
+        if sent:
             self.stats.published += 1
             self.stats.last_seq = frame.seq
-            self.metrics.frames_published.labels(cam.id).inc()
-            return True
+            self.metrics.frames_published.labels(self.camera.id).inc()
+        return sent
+
+    def _publish_failed(self, frame: CapturedFrame, exc: BaseException, retry: bool) -> None:
+        cam = self.camera
+        self.stats.publish_errors += 1
+        self.metrics.publish_errors.labels(cam.id).inc()
+        ok, suppressed = self._throttle.check("bus")
+        if ok:
+            log.error("camera %s: cannot publish frame seq %d to %s: %s%s%s", cam.id, frame.seq,
+                      self.topic, exc, "; retrying" if retry else "; frame lost", _suffix(suppressed))
 
     def _send_smaller(self, frame: CapturedFrame, first: MessageTooLarge) -> bool:
         """Re-encode a frame that was over the limit at the fallback quality; False if still too big."""

@@ -52,8 +52,11 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from streamer.messages import JPEG_MAGIC, decode_jpeg, jpeg_size
-from streamer.messages import Source as SourceType
+from common.ids import SCENE_ID_RULE, is_scene_id
+from common.messages import JPEG_MAGIC, decode_jpeg, jpeg_size
+from common.messages import Source as SourceType
+from common.redact import redact_url
+from common.retry import backoff_delay
 from streamer.video import (
     DEFAULT_DIR_FPS,
     IMAGE_SUFFIXES,
@@ -62,7 +65,6 @@ from streamer.video import (
     iter_video_frames,
     read_image_file,
     read_jpeg_file,
-    redact_url,
 )
 
 #: What a replay's frame loader returns: the image (``None`` for a JPEG file that need not be
@@ -80,7 +82,6 @@ __all__ = [
     "Source",
     "SourceError",
     "SourceKind",
-    "backoff_delay",
     "open_source",
 ]
 
@@ -146,8 +147,8 @@ class CameraConfig(BaseModel):
     @field_validator("scene")
     @classmethod
     def _check_scene(cls, v: str) -> str:
-        if not v or any(c.isspace() or not c.isprintable() for c in v):
-            raise ValueError(f"scene must be a non-empty id without spaces, got {v!r}")
+        if not is_scene_id(v):
+            raise ValueError(f"scene must be {SCENE_ID_RULE}, got {v!r}")
         return v
 
     @field_validator("url")
@@ -278,11 +279,6 @@ class FpsSampler:
             self._next = nxt if nxt > t_ms else t_ms + period
             return True
         return False
-
-
-def backoff_delay(failures: int, initial_s: float, max_s: float) -> float:
-    """Delay before the next attempt after ``failures`` consecutive failures (>= 1)."""
-    return min(max_s, initial_s * 2.0 ** max(0, min(failures - 1, 60)))
 
 
 def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,7 +23,8 @@ import av
 import cv2
 import numpy as np
 
-from streamer.messages import JPEG_MAGIC, MessageError, jpeg_size
+from common.messages import JPEG_MAGIC, MessageError, jpeg_size
+from common.redact import redact_url
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -35,7 +35,6 @@ __all__ = [
     "iter_frame_dir",
     "iter_frames",
     "iter_video_frames",
-    "redact_url",
     "video_info",
 ]
 
@@ -85,21 +84,6 @@ class VideoInfo:
 
 # --------------------------------------------------------------------------- helpers
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s?#]*@")
-_URL_SECRET_PARAM = re.compile(
-    r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|secret|api_?key|auth)=)[^&;#\s]*",
-    re.IGNORECASE,
-)
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` (or any text containing URLs) with credentials replaced by ``***``.
-
-    ``rtsp://admin:hunter2@10.0.0.5/stream`` becomes ``rtsp://***@10.0.0.5/stream``;
-    secret-looking query parameters (``?password=...``, ``&token=...``) are masked too.
-    """
-    text = _URL_USERINFO.sub(r"\g<scheme>***@", str(url))
-    return _URL_SECRET_PARAM.sub(r"\g<key>***", text)
 
 
 def _is_url(path: PathLike) -> bool:

@@ -18,6 +18,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+from detector.checkpoint import save_scene
 from detector.encoders import Encoder
 from detector.model import SceneModel
 from scenes.registry import SceneRegistry
@@ -42,7 +43,7 @@ def load_bench_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
-CLIP = REPO / "tests" / "data" / "campus_clip.mp4"
+CLIP = REPO / "vigil" / "data" / "campus_clip.mp4"
 CLIP_FRAMES = 120
 TINY_SIZE = 128  # divisible by the encoder's largest stride (32): grids 16x16, 8x8, 4x4
 TINY_SCENE = "campus"
@@ -108,5 +109,5 @@ def registry(tmp_path_factory: pytest.TempPathFactory, scene_model: SceneModel,
     """A registry holding the tiny model as scene ``campus``. Read-only: tests that corrupt
     a checkpoint copy it first (see ``checkpoint_copy``)."""
     reg = SceneRegistry(tmp_path_factory.mktemp("registry"))
-    reg.save(TINY_SCENE, scene_model, {"training": training_summary})
+    save_scene(reg, TINY_SCENE, scene_model, {"training": training_summary})
     return reg

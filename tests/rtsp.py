@@ -41,7 +41,7 @@ import pytest
 
 SERVER_BIN = "rtsp-server-perl"
 FFMPEG_BIN = "ffmpeg"
-CLIP = Path(__file__).resolve().parent / "data" / "campus_clip.mp4"
+CLIP = Path(__file__).resolve().parents[1] / "vigil" / "data" / "campus_clip.mp4"
 
 
 def require_binary(name: str, package: str) -> str:

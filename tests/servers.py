@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.bus import KafkaConfig
+from common.bus import KafkaConfig
 from tests.rtsp import RtspServer, RtspStream
 
 TANSU_ENV = "VIGIL_TANSU_BIN"

@@ -19,11 +19,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's input being wrong: printed, not traced."""
     from alerting.cli import AlertNotFoundError
     from alerting.store import StoreError
+    from common.bus import BusError
+    from common.ids import InvalidSceneIdError
     from detector.encoders import WeightsError
     from detector.scorer import EncoderMismatchError
     from scenes.checkpoint import CheckpointError
-    from scenes.registry import InvalidSceneIdError, UnknownSceneError
-    from streamer.bus import BusError
+    from scenes.registry import UnknownSceneError
     from streamer.video import SourceError
 
     return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
@@ -45,7 +46,7 @@ def _encoder(cfg: VigilConfig, weights: Path | None):
 def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     from dataclasses import replace
 
-    from scenes.registry import validate_scene_id
+    from common.ids import validate_scene_id
     from training.data import load_scene_frames, stc_training_videos
     from training.train import settings_summary, train_scene
 
@@ -74,8 +75,10 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     log.info("scene %s: training %s on %d frames (%d held out for calibration)",
              args.scene, settings.model, len(data.train), len(data.holdout))
     result = train_scene(encoder, data.train, data.holdout, settings, progress=not args.quiet)
+    from detector.checkpoint import save_scene
+
     registry = _registry(cfg, args.registry)
-    folder = registry.save(args.scene, result.model, {
+    folder = save_scene(registry, args.scene, result.model, {
         "training": {**data.summary, "settings": settings_summary(settings),
                      "history": result.history, "seconds": round(result.seconds, 1)},
     })
@@ -91,11 +94,12 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
 
 
 def cmd_score(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    from detector.checkpoint import load_scene
     from detector.offline import score_source
     from detector.scorer import FrameScorer
 
     registry = _registry(cfg, args.registry)
-    model, _meta = registry.load(args.scene)
+    model, _meta = load_scene(registry, args.scene)
     scorer = FrameScorer(_encoder(cfg, args.encoder_weights), model, args.scene, cfg.detector.device)
     out = args.out or Path("runs") / f"score-{args.scene}-{Path(args.source).name}"
     summary = score_source(scorer, args.source, out, cfg.detector.batch_size,
@@ -143,7 +147,8 @@ def _run_roles(cfg: VigilConfig, roles: tuple[str, ...], until_drained: bool) ->
         summary["scores_recorded"] = {c.id: pipeline.recorder.count(c.id) for c in cfg.cameras}
         summary["dir"] = str(cfg.recorder.dir)
     if pipeline.alert_metrics is not None and pipeline.alerter is not None:
-        summary["alerts_started"] = int(pipeline.alert_metrics.events.labels("start")._value.get())
+        summary["alerts_started"] = int(pipeline.alert_metrics.registry.get_sample_value(
+            "vigil_alert_events_total", {"state": "start"}) or 0)
         store = cfg.alerting.store
         summary["alert_store"] = str(store.dir) if store.kind == "local" else store.kind
     if summary:

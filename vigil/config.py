@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alerting.config import AlertingConfig
+from common.bus import KafkaConfig
 from detector.settings import DetectorSettings
-from streamer.bus import KafkaConfig
 from streamer.sources import CameraConfig
 from training.settings import TrainSettings
 

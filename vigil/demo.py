@@ -21,7 +21,7 @@ import numpy as np
 from streamer.video import VideoWriter, iter_frames
 from vigil.config import VigilConfig
 
-CLIP = Path(__file__).resolve().parent.parent / "tests" / "data" / "campus_clip.mp4"
+CLIP = Path(__file__).resolve().parent / "data" / "campus_clip.mp4"  # package data (pyproject.toml)
 NORMAL_FRAMES = 80
 EVENT = range(85, 110)
 
@@ -57,6 +57,7 @@ def write_demo_videos(out: Path) -> tuple[Path, Path]:
 
 def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
     from alerting.store import open_store
+    from detector.checkpoint import load_scene, save_scene
     from detector.encoders import Encoder
     from detector.offline import score_source
     from detector.scorer import FrameScorer
@@ -74,7 +75,7 @@ def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
           f"({len(data.holdout)} held out for calibration)", flush=True)
     result = train_scene(encoder, data.train, data.holdout, settings, progress=not quiet)
     registry = SceneRegistry(out / "scenes")
-    registry.save("campus", result.model, {"training": data.summary})
+    save_scene(registry, "campus", result.model, {"training": data.summary})
 
     print("[2/3] streaming the camera video through ingest -> detector -> alerting (embedded bus)",
           flush=True)
@@ -91,7 +92,7 @@ def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
     alerts = open_store(run_cfg.alerting.store).list("demo-cam")
 
     print("[3/3] scoring the camera video offline for the overlay video and timeline", flush=True)
-    model, _ = registry.load("campus")
+    model, _ = load_scene(registry, "campus")
     summary = score_source(FrameScorer(encoder, model, "campus"), camera, out / "score",
                            progress=not quiet)
     report = {

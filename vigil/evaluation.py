@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.checkpoint import load_scene, save_scene
 from detector.encoders import Encoder
 from detector.model import SceneModel
 from scenes.registry import SceneRegistry
@@ -41,9 +42,9 @@ def scene_models(cfg: VigilConfig, encoder: Encoder, root: Path, scenes: list[st
                                      settings.holdout_fraction, settings.frame_stride,
                                      settings.max_frames_per_video)
             result = train_scene(encoder, data.train, data.holdout, settings)
-            registry.save(scene, result.model, {"training": {**data.summary,
+            save_scene(registry, scene, result.model, {"training": {**data.summary,
                                                               "settings": settings_summary(settings)}})
-        model, _ = registry.load(scene)
+        model, _ = load_scene(registry, scene)
         if model_kind and model.kind != model_kind:
             raise SourceError(f"scene {scene}: checkpoint in {checkpoints} is {model.kind}, not {model_kind}")
         models[scene] = model

@@ -14,8 +14,8 @@ from typing import IO
 
 from prometheus_client import CollectorRegistry, Counter
 
-from streamer.bus import CommitFailedError, Consumer
-from streamer.messages import MessageError, ScoreMessage
+from common.bus import CommitFailedError, Consumer
+from common.messages import MessageError, ScoreMessage
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 from alerting.events import ALERTS_TOPIC
 from alerting.store import AlertStore, open_store
 from alerting.worker import AlertMetrics, AlertWorker
-from streamer.bus import Bus, InProcessBus, KafkaBus
+from common.bus import Bus, InProcessBus, KafkaBus
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC
 from streamer.ingest import IngestMetrics, IngestWorker
-from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC
 from vigil.config import VigilConfig
 from vigil.ops import OpsServer
 from vigil.recorder import ScoreRecorder

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from streamer.bus import Producer
-from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
+from common.bus import Producer
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
 from streamer.video import iter_frames
 from tests.conftest import CLIP
 

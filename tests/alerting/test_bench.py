@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import yaml
 
+from detector.checkpoint import save_scene
 from scenes.registry import SceneRegistry
 from tests.alerting.streams import CHECKER_FIRST as FIRST
 from tests.alerting.streams import CHECKER_LAST as LAST
@@ -51,7 +52,7 @@ def test_bench_on_a_tiny_benchmark(registry, scene_model, anomaly_folder, tmp_pa
     np.save(masks / "01_0001.npy", mask)
     np.save(masks / "01_0002.npy", np.zeros(60, np.uint8))
     reg = SceneRegistry(tmp_path / "registry")
-    reg.save("01", scene_model, {"training": {}})
+    save_scene(reg, "01", scene_model, {"training": {}})
     config = tmp_path / "alerting.yaml"
     config.write_text(yaml.safe_dump({"alerting": {"lifecycle": {"enter": 2.3, "exit": 2.0}}}))
     rep = load_bench().main(["--root", str(root), "--registry", str(reg.root), "--config", str(config),

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from alerting.store import LocalStore, RedisStore
-from streamer.bus import KafkaConfig
+from common.bus import KafkaConfig
 from streamer.video import iter_frames
 from tests.alerting.streams import CHECKER_FIRST as FIRST
 from tests.alerting.streams import CHECKER_LAST as LAST

@@ -16,8 +16,8 @@ from alerting.config import AlertingConfig
 from alerting.events import ALERTS_TOPIC, parse_event
 from alerting.store import AlertStore, open_store
 from alerting.worker import AlertMetrics, AlertWorker
-from streamer.bus import InProcessBus
-from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, decode_jpeg
+from common.bus import InProcessBus
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC, decode_jpeg
 from streamer.video import iter_frames
 from tests.alerting.streams import STEP_MS, T0, Event, box_at, clip_images, composite, messages, publish
 from tests.servers import RedisServer

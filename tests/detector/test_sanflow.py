@@ -289,16 +289,17 @@ def test_sanflow_scene_checkpoint_scorer_and_worker(
 
     from prometheus_client import CollectorRegistry
 
+    from common.bus import InProcessBus
+    from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
+    from detector.checkpoint import load_scene, save_scene
     from detector.scorer import FrameScorer
     from detector.worker import DetectorMetrics, DetectorSettings, DetectorWorker
     from scenes.registry import SceneRegistry
-    from streamer.bus import InProcessBus
-    from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
 
     registry = SceneRegistry(tmp_path / "scenes")
-    registry.save("gate", sanflow_model, {"training": {"note": "tiny"}})
-    registry.save("hall", scene_model, {"training": {"note": "tiny"}})
-    loaded, meta = registry.load("gate")
+    save_scene(registry, "gate", sanflow_model, {"training": {"note": "tiny"}})
+    save_scene(registry, "hall", scene_model, {"training": {"note": "tiny"}})
+    loaded, meta = load_scene(registry, "gate")
     assert meta["kind"] == "sanflow" and meta["head"]["stats_width"] == 8
     assert loaded.needs_images and isinstance(loaded.head, SANFlowHead)
     for key, value in sanflow_model.head.state_dict().items():

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from common.bus import InProcessBus, PublishError
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
+from detector.checkpoint import load_scene, save_scene
 from detector.encoders import Encoder
 from detector.scorer import FrameScorer
 from detector.worker import DetectorMetrics, DetectorSettings, DetectorWorker, SceneCache
 from scenes.registry import SceneRegistry
-from streamer.bus import InProcessBus, PublishError
-from streamer.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
 from tests.conftest import TINY_SCENE
 
 
@@ -67,7 +68,7 @@ def test_every_frame_of_every_camera_gets_one_score(encoder, registry, clip_fram
     assert all(s.model.startswith(f"{TINY_SCENE}:cflow:") for s in scores)
     assert bus.lag("det", [FRAMES_TOPIC]) == 0
     # Micro-batches mix cameras; the score of a frame is what the offline scorer gives it alone.
-    model, _ = registry.load(TINY_SCENE)
+    model, _ = load_scene(registry, TINY_SCENE)
     offline = FrameScorer(encoder, model, TINY_SCENE)
     for s in scores:
         # The frame went through JPEG on the bus, so score the decoded JPEG offline too.
@@ -134,7 +135,7 @@ def test_offsets_are_committed_only_after_scores_are_published(encoder, registry
 def test_scene_cache_is_bounded(encoder, registry, tmp_path, scene_model) -> None:
     many = SceneRegistry(tmp_path)
     for scene in ("s1", "s2", "s3"):
-        many.save(scene, scene_model)
+        save_scene(many, scene, scene_model)
     import torch
 
     cache = SceneCache(many, encoder, torch.device("cpu"), max_models=2, max_bytes=2**40)
@@ -221,7 +222,7 @@ def test_run_retries_a_failed_publish_and_commits_only_after(encoder, registry, 
                                                              prefetch: int) -> None:
     import detector.worker as worker_mod
 
-    monkeypatch.setattr(worker_mod, "_RETRY_INITIAL_S", 0.05)
+    monkeypatch.setattr(worker_mod, "_BACKOFF", worker_mod.Backoff(0.05, 10.0))
     bus = bus_with_frames(clip_frames, 4)
     producer = FlakyProducer(bus, failures=2)
     worker, metrics = make_worker(bus, encoder, registry, producer=producer, prefetch_batches=prefetch)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from common.ids import validate_scene_id
+from detector.checkpoint import load_scene, save_scene
 from detector.model import SceneModel
-from scenes.registry import SceneRegistry, UnknownSceneError, validate_scene_id
+from scenes.registry import SceneRegistry, UnknownSceneError
 from tests.conftest import TINY_SCENE
 
 
@@ -19,7 +21,7 @@ def test_lists_saved_scenes(registry: SceneRegistry) -> None:
 
 def test_unknown_scene_names_the_scene_and_known_scenes(registry: SceneRegistry) -> None:
     with pytest.raises(UnknownSceneError) as info:
-        registry.load("lobby")
+        load_scene(registry, "lobby")
     message = str(info.value)
     assert "'lobby'" in message
     assert f"known scenes: {TINY_SCENE}" in message
@@ -30,16 +32,16 @@ def test_unknown_scene_in_an_empty_registry(tmp_path: Path) -> None:
     reg = SceneRegistry(tmp_path / "does-not-exist")
     assert reg.scenes() == []
     with pytest.raises(UnknownSceneError, match="known scenes: none"):
-        reg.load("lobby")
+        load_scene(reg, "lobby")
 
 
 def test_save_second_scene(scene_model: SceneModel, tmp_path: Path) -> None:
     reg = SceneRegistry(tmp_path)
-    reg.save("b-2", scene_model)
-    reg.save("a.1", scene_model, {"note": "x"})
+    save_scene(reg, "b-2", scene_model)
+    save_scene(reg, "a.1", scene_model, {"note": "x"})
     (tmp_path / "not-a-scene").mkdir()
     assert reg.scenes() == ["a.1", "b-2"]
-    _model, meta = reg.load("a.1")
+    _model, meta = load_scene(reg, "a.1")
     assert meta["scene"] == "a.1" and meta["note"] == "x"
 
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streamer.bus import InProcessBus, Producer
+from common.bus import InProcessBus, Producer
+from common.messages import FRAMES_TOPIC, FrameMessage, encode_jpeg
 from streamer.ingest import WARMUP_HEADER, IngestMetrics, IngestWorker, LatestSlot
-from streamer.messages import FRAMES_TOPIC, FrameMessage, encode_jpeg
 from streamer.sources import CameraConfig, CapturedFrame, Source, SourceError
 from tests.rtsp import RtspStream
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "campus_clip.mp4"  # 120 frames, 10 fps, 256x192
+CLIP = Path(__file__).resolve().parents[2] / "vigil" / "data" / "campus_clip.mp4"  # 120 frames, 10 fps
 
 
 def clip_camera(**kw: object) -> CameraConfig:

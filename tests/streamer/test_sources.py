@@ -22,12 +22,11 @@ from streamer.sources import (
     FrameDirSource,
     RtspSource,
     SourceError,
-    backoff_delay,
     open_source,
 )
 from tests.rtsp import RtspStream, free_tcp_port
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "campus_clip.mp4"  # 120 frames, 10 fps, 256x192
+CLIP = Path(__file__).resolve().parents[2] / "vigil" / "data" / "campus_clip.mp4"  # 120 frames, 10 fps
 START_MS = 1_700_000_000_000
 
 
@@ -99,11 +98,6 @@ def test_fps_sampler() -> None:
     assert sampler.keep(5000) and not sampler.keep(5100)
     assert sampler.keep(0)  # the source restarted: start over
     assert all(FpsSampler(None).keep(t) for t in (0, 0, 1))
-
-
-def test_backoff_delay_doubles_and_caps() -> None:
-    assert [backoff_delay(n, 0.5, 4.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert backoff_delay(10_000, 0.5, 30.0) == 30.0
 
 
 # ----------------------------------------------------------------------------- file and folder replays

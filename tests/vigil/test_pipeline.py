@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.bus import KafkaConfig
-from streamer.messages import FRAMES_TOPIC
+from common.bus import KafkaConfig
+from common.messages import FRAMES_TOPIC
 from tests.conftest import CLIP, TINY_SCENE
 from tests.rtsp import RtspStream
 from vigil.config import VigilConfig, parse_config

@@ -7,8 +7,8 @@ import csv
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from streamer.bus import InProcessBus
-from streamer.messages import SCORES_TOPIC, ScoreMessage
+from common.bus import InProcessBus
+from common.messages import SCORES_TOPIC, ScoreMessage
 from vigil.recorder import COLUMNS, ScoreRecorder
 
 

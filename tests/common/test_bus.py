@@ -1,4 +1,4 @@
-"""Tests for streamer.bus: the in-process bus, KafkaConfig, and KafkaBus against a real broker.
+"""Tests for common.bus: the in-process bus, KafkaConfig, and KafkaBus against a real broker.
 
 The at-least-once scenario (:func:`commit_and_redeliver`) is one function run on both
 buses, so both are held to the same semantics. The ``kafka`` tests share one tansu broker
@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from streamer import bus as bus_mod
-from streamer.bus import (
+from common.bus import (
     Bus,
     BusError,
     CommitFailedError,
@@ -34,7 +33,8 @@ from streamer.bus import (
     commit_offsets,
     record_size,
 )
-from streamer.messages import FrameMessage
+from common.bus import kafka as bus_mod
+from common.messages import FrameMessage
 
 CAMERAS = ("cam-a", "cam-b")
 

@@ -1,4 +1,4 @@
-"""Scene checkpoints: bit-identical round trips, readable metadata, clear errors."""
+"""Scene models as checkpoints (detector.checkpoint): bit-identical round trips, readable metadata, errors."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from detector.checkpoint import load_checkpoint, load_scene, save_checkpoint
 from detector.encoders import Encoder
 from detector.model import SceneModel
 from detector.scorer import EncoderMismatchError, FrameScorer
@@ -18,10 +19,8 @@ from scenes.checkpoint import (
     META_FILE,
     WEIGHTS_FILE,
     CheckpointError,
-    load_checkpoint,
     package_version,
     read_meta,
-    save_checkpoint,
 )
 from scenes.registry import SceneRegistry
 from tests.conftest import TINY_SCENE, TINY_SIZE
@@ -36,7 +35,7 @@ def checkpoint_copy(registry: SceneRegistry, tmp_path: Path) -> Path:
 def test_round_trip_is_bit_identical(
     encoder: Encoder, scene_model: SceneModel, registry: SceneRegistry, clip_frames: list[np.ndarray]
 ) -> None:
-    loaded, _meta = registry.load(TINY_SCENE)
+    loaded, _meta = load_scene(registry, TINY_SCENE)
     for key, value in scene_model.head.state_dict().items():
         assert torch.equal(loaded.head.state_dict()[key], value), key
     assert loaded.calibration == scene_model.calibration

@@ -48,6 +48,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from common.ids import SCENE_ID_RULE, is_scene_id
+
 __all__ = [
     "FRAMES_TOPIC",
     "JPEG_MAGIC",
@@ -56,6 +58,7 @@ __all__ = [
     "SOURCES",
     "SUPPORTED_SCHEMAS",
     "UINT8_MIN_HI",
+    "BadSceneIdError",
     "FrameMessage",
     "MapEncoding",
     "MessageError",
@@ -98,6 +101,10 @@ class MessageError(ValueError):
     """A message cannot be built or parsed; the text says which field and why."""
 
 
+class BadSceneIdError(MessageError):
+    """A message's ``scene`` is not a valid scene id (:mod:`common.ids`)."""
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -133,7 +140,8 @@ def _check_envelope(msg: Any) -> None:
     if schema not in SUPPORTED_SCHEMAS:
         raise MessageError(f"unsupported schema version {schema} (supported: {sorted(SUPPORTED_SCHEMAS)})")
     _check_str("camera", msg.camera)
-    _check_str("scene", msg.scene)
+    if not is_scene_id(msg.scene):
+        raise BadSceneIdError(f"scene: invalid scene id {msg.scene!r}: use {SCENE_ID_RULE}")
     if msg.source not in SOURCES:
         raise MessageError(f"source must be one of {SOURCES}, got {msg.source!r}")
     object.__setattr__(msg, "schema", schema)

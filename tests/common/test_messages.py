@@ -1,4 +1,4 @@
-"""Tests for streamer.messages: the vigil.frames and vigil.scores wire formats."""
+"""Tests for common.messages: the vigil.frames and vigil.scores wire formats."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from streamer.messages import (
+from common.messages import (
     SCHEMA_VERSION,
     FrameMessage,
     MessageError,

@@ -1,8 +1,8 @@
-"""Regenerate ``tests/data/campus_clip.mp4`` from OpenCV's ``vtest.avi`` sample.
+"""Regenerate ``vigil/data/campus_clip.mp4`` from OpenCV's ``vtest.avi`` sample.
 
 Maintenance script only (never imported at run time)::
 
-    python tests/data/make_clip.py --src PATH/TO/vtest.avi
+    python scripts/make_clip.py --src PATH/TO/vtest.avi
 
 Takes frames 0..119 of the 768x576, 10 fps source, downscales them to 256x192 (INTER_AREA)
 and writes an H.264 MP4 (mpeg4 if this PyAV build has no libx264) at 10 fps with
@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, required=True,
                         help="path to OpenCV's sample vtest.avi (maintenance only, never read at run time)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("campus_clip.mp4"))
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "vigil" / "data" / "campus_clip.mp4")
     parser.add_argument("--frames", type=int, default=120, help="frames to keep from frame 0")
     parser.add_argument("--crf", type=int, default=23, help="x264 CRF (higher = smaller)")
     args = parser.parse_args(argv)
