@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from common.config import Strict
 
 #: How an anomaly map becomes a frame score: its maximum, or the mean of its top fraction.
 Reduction = Literal["max", "topk"]
 
 
-class DetectorSettings(BaseModel):
+class DetectorSettings(Strict):
     """The ``detector:`` section of the config."""
-
-    model_config = ConfigDict(extra="forbid")
 
     device: str = "cpu"
     half: bool = Field(default=True, description="half-precision encoder on CUDA")

@@ -5,8 +5,9 @@ Per micro-batch:
 1. poll up to ``max_batch`` frame records, waiting at most ``max_wait_ms`` for the batch to
    fill (frames of all cameras share a batch);
 2. parse each record and decode its JPEG (the batch's JPEGs on ``decode_threads`` threads);
-   a record that cannot be used (garbage, undecodable JPEG, unsupported schema, unknown
-   scene) is counted by reason, logged, and skipped;
+   a record that cannot be used (garbage, undecodable JPEG, unsupported schema, a
+   malformed or unknown scene) is counted by reason (``vigil_detector_rejected``), logged
+   once, skipped and committed with its batch, so it can never stop the worker;
    A live frame older than ``live_max_age_ms`` is skipped too (counted): when cameras send
    more than the detector can take, it scores the newest frames instead of a backlog;
 3. one encoder pass for the whole batch, then each scene's flow head on its own frames
@@ -37,7 +38,15 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.bus import BusError, CommitFailedError, Consumer, Producer, Record
-from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
+from common.ids import InvalidSceneIdError
+from common.messages import (
+    FRAMES_TOPIC,
+    SCORES_TOPIC,
+    BadSceneIdError,
+    FrameMessage,
+    MessageError,
+    ScoreMessage,
+)
 from common.retry import Backoff, Stopped, call_with_retry
 from detector.checkpoint import from_checkpoint, model_id
 from detector.encoders import Encoder
@@ -335,6 +344,9 @@ class DetectorWorker:
         for record in records:
             try:
                 msg = FrameMessage.from_record(record.key, record.value, record.headers)
+            except BadSceneIdError as exc:
+                self._reject("bad_scene", record, exc)
+                continue
             except MessageError as exc:
                 self._reject("bad_message", record, exc)
                 continue
@@ -342,6 +354,9 @@ class DetectorWorker:
                 continue
             try:
                 scene = self.cache.get(msg.scene)
+            except InvalidSceneIdError as exc:  # the frame contract refuses these first
+                self._reject("bad_scene", record, exc)
+                continue
             except UnknownSceneError as exc:
                 self._reject("unknown_scene", record, exc)
                 continue

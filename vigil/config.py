@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from alerting.config import AlertingConfig
 from common.bus import KafkaConfig
+from common.config import Strict
 from detector.settings import DetectorSettings
 from streamer.sources import CameraConfig
 from training.settings import TrainSettings
@@ -23,10 +24,6 @@ UNKNOWN_KEY_ERRORS = {"extra_forbidden", "unexpected_keyword_argument"}
 
 class ConfigError(ValueError):
     """A configuration file is unreadable or invalid."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class EncoderConfig(Strict):

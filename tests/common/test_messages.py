@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from common.messages import (
     SCHEMA_VERSION,
+    BadSceneIdError,
     FrameMessage,
     MessageError,
     ScoreMessage,
@@ -104,6 +105,17 @@ def test_frame_wrong_schema_version(frame: FrameMessage) -> None:
     headers = [(k, b"2" if k == "schema" else v) for k, v in headers]
     with pytest.raises(MessageError, match="unsupported schema version 2"):
         FrameMessage.from_record(key, value, headers)
+
+
+@pytest.mark.parametrize("scene", [b"a/b", b"../x", b"x" * 70, b"sp ace"])
+def test_frame_and_score_refuse_a_malformed_scene_id(frame: FrameMessage, scene: bytes) -> None:
+    key, value, headers = frame.to_record()
+    headers = [(k, scene if k == "scene" else v) for k, v in headers]
+    with pytest.raises(BadSceneIdError, match="invalid scene id"):
+        FrameMessage.from_record(key, value, headers)
+    with pytest.raises(BadSceneIdError):
+        ScoreMessage(camera="cam", scene=scene.decode(), seq=0, ts=0, source="replay", score=0.0, raw=0.0,
+                     model="m", latency_ms=0.0, anomaly_map=np.zeros((4, 4), np.float32))
 
 
 def test_frame_rejects_non_jpeg_payload_key_mismatch_and_junk_headers(frame: FrameMessage) -> None:
