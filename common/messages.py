@@ -1,4 +1,6 @@
-"""Wire formats of the ``vigil.frames`` and ``vigil.scores`` topics (ARCHITECTURE.md, "Contracts").
+"""Wire formats of the ``vigil.frames`` and ``vigil.scores`` topics.
+
+See docs/architecture.md, "Message contracts".
 
 Both messages carry the common envelope ``schema`` (integer version), ``camera``, ``scene``,
 ``seq`` (frame index within the source, monotonic), ``ts`` (capture time, epoch ms) and

@@ -2,7 +2,7 @@
 
 Two scenes ("01": the clip as it is; "02": the clip mirrored, another "camera view"), each
 with two short normal training videos and two test clips in which a bright square moves
-through frames 6-13, with exact frame and pixel masks (STC layout, see ARCHITECTURE.md)::
+through frames 6-13, with exact frame and pixel masks (STC layout, see docs/architecture.md)::
 
     ROOT/training/videos/01_001.mp4 ...
     ROOT/testing/frames/01_0001/000.jpg ...
