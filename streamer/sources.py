@@ -50,13 +50,15 @@ from typing import Any, ClassVar, Literal
 import av
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from common.config import Strict
 from common.ids import SCENE_ID_RULE, is_scene_id
 from common.messages import JPEG_MAGIC, decode_jpeg, jpeg_size
 from common.messages import Source as SourceType
 from common.redact import redact_url
 from common.retry import backoff_delay
+from streamer.decode import AV_ERRORS, LIVE_MAX_BAD_PACKETS, DecodeLoop, DecodeLoopError
 from streamer.video import (
     DEFAULT_DIR_FPS,
     IMAGE_SUFFIXES,
@@ -92,9 +94,6 @@ SourceKind = Literal["auto", "rtsp", "file", "frames"]
 #: Camera ids end up as Kafka keys, metric labels and Redis key parts: keep them plain.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LIVE_SCHEMES = ("rtsp://", "rtsps://")
-_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError, EOFError)
-# A decoder failing this many packets in a row on a live stream: reconnect.
-_MAX_CONSECUTIVE_DECODE_ERRORS = 50
 # RTSP probing: 1 s of stream is plenty to find an H.264/H.265 stream's parameters
 _RTSP_ANALYZE_US = 1_000_000
 
@@ -102,7 +101,7 @@ _RTSP_ANALYZE_US = 1_000_000
 # ----------------------------------------------------------------------------- configuration
 
 
-class CameraConfig(BaseModel):
+class CameraConfig(Strict):
     """One camera (or recorded video) to ingest.
 
     ``url`` is an ``rtsp://`` / ``rtsps://`` URL, a video file or a folder of numbered
@@ -111,7 +110,8 @@ class CameraConfig(BaseModel):
     redacted; validation errors never echo the input.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    # merged with Strict's (extra="forbid"): pydantic combines a subclass's config with its base's
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     id: str = Field(description="camera id: 1-128 of [A-Za-z0-9._-], starting alphanumeric")
     url: str = Field(description="rtsp(s):// URL, video file path or frame folder")
@@ -146,9 +146,13 @@ class CameraConfig(BaseModel):
 
     @field_validator("scene")
     @classmethod
-    def _check_scene(cls, v: str) -> str:
+    def _check_scene(cls, v: str, info: ValidationInfo) -> str:
+        """The one scene-id rule (:mod:`common.ids`); the error names the camera (``id`` is
+        validated first; an invalid id has its own error and is not repeated here)."""
         if not is_scene_id(v):
-            raise ValueError(f"scene must be {SCENE_ID_RULE}, got {v!r}")
+            camera = info.data.get("id")
+            where = f"camera {camera!r}: " if camera is not None else ""
+            raise ValueError(f"{where}scene must be {SCENE_ID_RULE}, got {v!r}")
         return v
 
     @field_validator("url")
@@ -502,7 +506,7 @@ class RtspSource(Source):
             attempt += 1
             try:
                 container = self._open()
-            except (*_AV_ERRORS, _StreamLost) as exc:
+            except (*AV_ERRORS, _StreamLost) as exc:
                 failures += 1
                 self.last_error = f"cannot open: {_describe(exc)}"
                 continue
@@ -519,7 +523,7 @@ class RtspSource(Source):
                     yield frame
                 if not self.stop.is_set():
                     self.last_error = "the stream ended"
-            except (*_AV_ERRORS, _StreamLost) as exc:
+            except (*AV_ERRORS, _StreamLost) as exc:
                 self.last_error = f"stream lost: {_describe(exc)}"
             finally:
                 self.connected = False
@@ -528,48 +532,39 @@ class RtspSource(Source):
                 failures += 1
 
     def _read(self, container: Any) -> Iterator[CapturedFrame]:
+        """Frames of one connection; :class:`_StreamLost` when the decode loop gives up (too
+        many bad packets in a row, a read error, no frame for ``watchdog_s``)."""
         cam = self.camera
         stream = container.streams.video[0]
         sampler = FpsSampler(cam.fps)
-        last_frame = time.monotonic()
-        decoded = 0
-        bad = 0
         first_pts_ms: float | None = None
-        for packet in container.demux(stream):
-            if self.stop.is_set():
-                return
-            now = time.monotonic()
-            if now - last_frame > cam.watchdog_s:
-                raise _StreamLost(f"no frame for {now - last_frame:.1f} s (watchdog {cam.watchdog_s:g} s)")
-            try:
-                frames = packet.decode()
-            except _AV_ERRORS as exc:
-                bad += 1
-                log.debug("camera %s: undecodable packet: %s", cam.id, _describe(exc))
-                if bad >= _MAX_CONSECUTIVE_DECODE_ERRORS:
-                    raise _StreamLost(f"{bad} packets in a row failed to decode") from None
-                continue
-            bad = 0
-            for vf in frames:
-                decoded += 1
+        loop = DecodeLoop(container, stream, max_bad_packets=LIVE_MAX_BAD_PACKETS, stall_s=cam.watchdog_s,
+                          stop=self.stop, on_bad_packet=self._bad_packet)
+        try:
+            for decoded in loop:
+                vf = decoded.frame
                 self.frames_decoded += 1
                 seq = self._next_seq
                 self._next_seq += 1
-                last_frame = now
                 if vf.pts is not None and vf.time_base is not None:
                     pts_ms = float(vf.pts * vf.time_base) * 1000.0
                     if first_pts_ms is None:
                         first_pts_ms = pts_ms
                     t_ms = pts_ms - first_pts_ms
                 else:
-                    t_ms = now * 1000.0
+                    t_ms = decoded.at_s * 1000.0
                 if not sampler.keep(t_ms):
                     continue
                 image = _resize(vf.to_ndarray(format="bgr24"), cam.resize)
                 ts = max(int(time.time() * 1000), self._last_ts)
                 self._last_ts = ts
                 yield CapturedFrame(seq=seq, ts_ms=ts, decoded=np.ascontiguousarray(image),
-                                    warmup=decoded <= cam.warmup_frames, reconnects=self.reconnects)
+                                    warmup=decoded.index < cam.warmup_frames, reconnects=self.reconnects)
+        except DecodeLoopError as exc:
+            raise _StreamLost(str(exc)) from None
+
+    def _bad_packet(self, exc: BaseException, frames: int) -> None:
+        log.debug("camera %s: undecodable packet: %s", self.camera.id, _describe(exc))
 
 
 def _describe(exc: BaseException) -> str:

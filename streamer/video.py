@@ -25,6 +25,13 @@ import numpy as np
 
 from common.messages import JPEG_MAGIC, MessageError, jpeg_size
 from common.redact import redact_url
+from streamer.decode import (
+    AV_ERRORS,
+    FILE_MAX_BAD_PACKETS,
+    BadPacketsError,
+    DecodeLoop,
+    ReadError,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -47,11 +54,6 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
 #: Frame rate assumed for frame folders, which carry no timing of their own.
 DEFAULT_DIR_FPS = 25.0
-
-# A decoder that fails this many packets in a row is not "a corrupt frame": give up.
-_MAX_CONSECUTIVE_DECODE_ERRORS = 100
-
-_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, ValueError)
 
 
 class SourceError(RuntimeError):
@@ -113,7 +115,7 @@ def _open_input(path: PathLike) -> tuple[Any, Any]:
             raise SourceError(f"video source is a directory, not a video file: {shown}")
     try:
         container = av.open(os.fspath(path), mode="r")
-    except _AV_ERRORS as exc:
+    except AV_ERRORS as exc:
         detail = redact_url(str(exc))
         raise SourceError(
             f"cannot open video source {shown}: not a video or unreadable "
@@ -154,55 +156,34 @@ def iter_video_frames(
 def _decode(
     container: Any, stream: Any, shown: str, max_frames: int | None, step: int
 ) -> Iterator[Frame]:
+    """Frames of an opened file: a corrupt packet is skipped, a read error ends the file
+    (or is a :class:`SourceError` before the first frame), :data:`FILE_MAX_BAD_PACKETS`
+    failed packets in a row or no decodable frame at all is a :class:`SourceError`."""
     fps = _stream_fps(stream)
     start = stream.start_time
-    seq = -1
     yielded = 0
-    errors = 0
-    consecutive = 0
     last_ts = -1
+
+    def bad_packet(exc: BaseException, frames: int) -> None:
+        log.warning(
+            "skipping undecodable packet in %s (after frame %d): %s",
+            shown,
+            frames - 1,
+            redact_url(str(exc)),
+        )
+
+    loop = DecodeLoop(
+        container, stream, max_bad_packets=FILE_MAX_BAD_PACKETS, on_bad_packet=bad_packet
+    )
     try:
         if max_frames == 0:
             return
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except _AV_ERRORS as exc:
-                # A read error in the container (e.g. a truncated file): end of usable data.
-                if seq < 0:
-                    raise SourceError(
-                        f"cannot read video source {shown}: "
-                        f"{type(exc).__name__}: {redact_url(str(exc))}"
-                    ) from None
-                log.warning(
-                    "stopping read of %s after frame %d: %s", shown, seq, redact_url(str(exc))
-                )
-                break
-            try:
-                decoded = packet.decode()
-            except _AV_ERRORS as exc:
-                errors += 1
-                consecutive += 1
-                log.warning(
-                    "skipping undecodable packet in %s (after frame %d): %s",
-                    shown,
-                    seq,
-                    redact_url(str(exc)),
-                )
-                if consecutive >= _MAX_CONSECUTIVE_DECODE_ERRORS:
-                    raise SourceError(
-                        f"video source {shown} is corrupt: {consecutive} packets in a row "
-                        "failed to decode"
-                    ) from None
-                continue
-            consecutive = 0
-            for vf in decoded:
-                seq += 1
+        try:
+            for decoded in loop:
+                seq = decoded.index
                 if seq % step:
                     continue
+                vf = decoded.frame
                 ts_ms = _timestamp_ms(vf, stream, start, seq, fps)
                 ts_ms = max(ts_ms, last_ts)  # keep timestamps monotonic on broken pts
                 last_ts = ts_ms
@@ -211,9 +192,22 @@ def _decode(
                 yielded += 1
                 if max_frames is not None and yielded >= max_frames:
                     return
-        if seq < 0 and errors:
+        except ReadError as exc:
+            # A read error in the container (e.g. a truncated file): end of usable data.
+            if not loop.frames:
+                raise SourceError(f"cannot read video source {shown}: {exc}") from None
+            log.warning(
+                "stopping read of %s after frame %d: %s",
+                shown,
+                loop.frames - 1,
+                redact_url(str(exc.error)),
+            )
+        except BadPacketsError as exc:
+            raise SourceError(f"video source {shown} is corrupt: {exc}") from None
+        if not loop.frames and loop.bad_packets:
             raise SourceError(
-                f"no decodable frames in video source {shown} ({errors} packets failed to decode)"
+                f"no decodable frames in video source {shown} "
+                f"({loop.bad_packets} packets failed to decode)"
             )
     finally:
         container.close()
@@ -435,7 +429,7 @@ class VideoWriter:
             self._container = av.open(
                 os.fspath(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
             )
-        except _AV_ERRORS as exc:
+        except AV_ERRORS as exc:
             raise SourceError(f"cannot create video file {self.path}: {exc}") from None
         try:
             stream = self._container.add_stream(self.codec, rate=rate)

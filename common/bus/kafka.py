@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from common.bus.base import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -26,6 +26,7 @@ from common.bus.base import (
     commit_offsets,
     record_size,
 )
+from common.config import Strict
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _available_codecs() -> dict[str, bool]:
             "zstd": codec.has_zstd()}
 
 
-class KafkaConfig(BaseModel):
+class KafkaConfig(Strict):
     """Connection and client settings of :class:`KafkaBus` (validated, immutable).
 
     ``api_version``: leave ``None`` to let kafka-python probe the broker. The tansu broker
@@ -54,7 +55,8 @@ class KafkaConfig(BaseModel):
     or logs.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # merged with Strict's (extra="forbid"): pydantic combines a subclass's config with its base's
+    model_config = ConfigDict(frozen=True)
 
     bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
     api_version: tuple[int, ...] | None = None

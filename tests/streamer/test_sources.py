@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from common.config import Strict
+from common.ids import SCENE_ID_RULE
 from streamer.sources import (
     CameraConfig,
     CapturedFrame,
@@ -25,6 +27,7 @@ from streamer.sources import (
     open_source,
 )
 from tests.rtsp import RtspStream, free_tcp_port
+from vigil.config import ConfigError, parse_config
 
 CLIP = Path(__file__).resolve().parents[2] / "vigil" / "data" / "campus_clip.mp4"  # 120 frames, 10 fps
 START_MS = 1_700_000_000_000
@@ -57,6 +60,42 @@ def test_camera_config_rejects_unknown_keys_and_bad_values() -> None:
         CameraConfig(id="cam1", url=str(CLIP), scene="01", resize=(0, 10))
     with pytest.raises(ValidationError):
         CameraConfig(id="cam1", url=str(CLIP), scene="01", reconnect_initial_s=5, reconnect_max_s=1)
+
+
+BAD_SCENES = ["a/b", "../x", "s" * 70]
+
+
+@pytest.mark.parametrize("scene", BAD_SCENES, ids=["slash", "dotdot", "70-chars"])
+def test_camera_config_refuses_a_bad_scene_and_names_the_camera(scene: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        CameraConfig(id="gate-1", url="rtsp://10.0.0.5/s", scene=scene)
+    (only,) = err.value.errors()
+    assert only["loc"] == ("scene",)
+    assert only["msg"] == f"Value error, camera 'gate-1': scene must be {SCENE_ID_RULE}, got {scene!r}"
+
+
+@pytest.mark.parametrize("scene", BAD_SCENES, ids=["slash", "dotdot", "70-chars"])
+def test_config_file_refuses_a_bad_scene_and_names_the_camera(scene: str) -> None:
+    cameras = [{"id": "gate-0", "url": "rtsp://10.0.0.4/s", "scene": "01"},
+               {"id": "gate-1", "url": "rtsp://10.0.0.5/s", "scene": scene}]
+    with pytest.raises(ConfigError) as err:
+        parse_config({"cameras": cameras})
+    assert str(err.value) == (f"config: cameras.1.scene: Value error, camera 'gate-1': "
+                              f"scene must be {SCENE_ID_RULE}, got {scene!r}")
+
+
+def test_camera_config_bad_id_and_scene_are_both_reported() -> None:
+    with pytest.raises(ValidationError) as err:
+        CameraConfig(id="gate 1", url="rtsp://10.0.0.5/s", scene="../x")
+    assert [e["loc"] for e in err.value.errors()] == [("id",), ("scene",)]
+    assert err.value.errors()[1]["msg"] == f"Value error, scene must be {SCENE_ID_RULE}, got '../x'"
+
+
+def test_camera_config_is_strict() -> None:
+    assert issubclass(CameraConfig, Strict)
+    config = CameraConfig.model_config
+    assert config["extra"] == "forbid" and config["hide_input_in_errors"] is True
+    assert CameraConfig(id="c", url=str(CLIP), scene="s" * 64).scene == "s" * 64  # the longest id
 
 
 def test_camera_config_kinds(tmp_path: Path) -> None:
