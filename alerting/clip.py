@@ -3,8 +3,9 @@
 A clip is encoded progressively (H.264 MP4 through :class:`streamer.video.VideoWriter`) into a
 temporary file while the alert runs, so memory stays bounded however long it lasts: the
 pre-roll frames from the ring buffer first, then every frame as its score arrives, until the
-post-roll after the end. Frames with a map get the heat overlay (optional). The snapshot is
-the peak frame as JPEG, with the overlay and the region's box.
+post-roll after the end (:class:`ClipRecorder` decides which frames; :class:`ClipAssembler`
+encodes them). Frames with a map get the heat overlay (optional). The snapshot is the peak
+frame as JPEG, with the overlay and the region's box.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from alerting.config import ClipSettings
 from alerting.region import Region
-from alerting.ring import RingEntry
+from alerting.ring import FrameRing, RingEntry
 from common.messages import MessageError, decode_jpeg, encode_jpeg
 from detector.overlay import heat_overlay
 from streamer.video import VideoWriter
 
-__all__ = ["ClipAssembler", "estimate_fps", "render_frame", "snapshot_jpeg"]
+__all__ = ["ClipAssembler", "ClipRecorder", "estimate_fps", "render_frame", "snapshot_jpeg"]
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +128,88 @@ class ClipAssembler:
             self.writer.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+class ClipRecorder:
+    """Which frames go into one alert's clip: the pre-roll, then every frame of the ring not fed
+    yet, and after the alert's end only those within the post-roll.
+
+    The clip (a :class:`ClipAssembler`) is opened with the pre-roll, or without one by the first
+    frame fed; if it cannot be opened the alert goes on without it (the next feed tries again).
+    """
+
+    def __init__(self, camera: str, start_seq: int, settings: ClipSettings) -> None:
+        self.camera, self.start_seq, self.settings = camera, start_seq, settings
+        self.clip: ClipAssembler | None = None
+        self.cut_ts: int | None = None  # capture ms of the post-roll's end; None: the alert runs
+
+    @property
+    def frames(self) -> int:
+        """Frames written so far."""
+        return self.clip.frames if self.clip is not None else 0
+
+    @property
+    def first_seq(self) -> int | None:
+        """Seq of the first frame written (None: none yet)."""
+        return self.clip.first_seq if self.clip is not None else None
+
+    @property
+    def last_written_seq(self) -> int | None:
+        """Seq of the last frame written (None: none yet)."""
+        return self.clip.seqs[-1] if self.clip is not None and self.clip.seqs else None
+
+    def start(self, ring: FrameRing, seq: int, ts: int) -> None:
+        """Open the clip with the pre-roll: the ring's frames up to ``seq``, from ``pre_roll_s``
+        before ``ts`` on."""
+        pre_roll = ring.since_ts(ts - int(self.settings.pre_roll_s * 1000), seq)
+        self.clip = self._new_clip(ring, pre_roll[0]) if pre_roll else None
+        if self.clip is not None:
+            for e in pre_roll:
+                self.clip.add(e)
+
+    def feed(self, ring: FrameRing, upto_seq: int) -> None:
+        """Add the ring's frames up to ``upto_seq`` not fed yet (after the end: none past the post-roll)."""
+        entries = self.unfed(ring, upto_seq)
+        if self.cut_ts is not None:
+            entries = [e for e in entries if e.ts <= self.cut_ts]
+        if not entries:
+            return
+        if self.clip is None:
+            self.clip = self._new_clip(ring, entries[0])
+            if self.clip is None:
+                return
+        for e in entries:
+            self.clip.add(e)
+
+    def unfed(self, ring: FrameRing, upto_seq: int) -> list[RingEntry]:
+        """The ring's frames up to ``upto_seq`` after the last one fed (from the start without a clip)."""
+        after = self.clip.last_seq if self.clip is not None and self.clip.last_seq is not None else None
+        first = (after + 1) if after is not None else self.start_seq
+        return list(ring.between(first, upto_seq))
+
+    def end(self, ts: int) -> None:
+        """The alert ended at capture time ``ts``: record on for the post-roll, then stop."""
+        self.cut_ts = ts + int(self.settings.post_roll_s * 1000)
+
+    def post_roll_done(self, ts: int) -> bool:
+        """Whether a frame at capture time ``ts`` completes the post-roll (False while the alert runs)."""
+        return self.cut_ts is not None and ts >= self.cut_ts
+
+    def finish(self) -> bytes | None:
+        """The clip's MP4 bytes (None without a frame); the temporary file is removed."""
+        return self.clip.finish() if self.clip is not None else None
+
+    def discard(self) -> None:
+        """Drop the clip being recorded."""
+        if self.clip is not None:
+            self.clip.discard()
+
+    def _new_clip(self, ring: FrameRing, first: RingEntry) -> ClipAssembler | None:
+        c = self.settings
+        fps = estimate_fps(list(ring.between(-1, ring.newest_seq or 0)))
+        try:
+            return ClipAssembler(fps, (first.width, first.height), overlay=c.overlay, crf=c.crf,
+                                 max_frames=max(1, int(c.max_s * fps)), tmp_dir=c.tmp_dir)
+        except Exception as exc:  # noqa: BLE001 - an alert without a clip beats no alert
+            log.error("camera %s: cannot start a clip (%s); the alert goes on without one", self.camera, exc)
+            return None

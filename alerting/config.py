@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from common.config import Strict
 
 __all__ = [
     "AlertingConfig",
@@ -28,11 +30,7 @@ __all__ = [
 DAY_S = 86_400
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LifecycleSettings(_Strict):
+class LifecycleSettings(Strict):
     """When an alert starts, updates and ends (scores are calibrated: 1.0 = the scene's threshold).
 
     * start: at least ``k`` of the last ``n`` scores are ``>= enter``;
@@ -61,7 +59,7 @@ class LifecycleSettings(_Strict):
         return self
 
 
-class LifecycleOverride(_Strict):
+class LifecycleOverride(Strict):
     """Per-scene or per-camera overrides of :class:`LifecycleSettings` (unset = inherited)."""
 
     enter: float | None = Field(default=None, gt=0)
@@ -75,7 +73,7 @@ class LifecycleOverride(_Strict):
     update_min_interval_s: float | None = Field(default=None, ge=0)
 
 
-class ClipSettings(_Strict):
+class ClipSettings(Strict):
     """The alert's clip (MP4, H.264 via PyAV) and snapshot (JPEG of the peak frame)."""
 
     pre_roll_s: float = Field(default=5.0, ge=0, description="footage before the start")
@@ -91,14 +89,14 @@ class ClipSettings(_Strict):
     tmp_dir: Path | None = Field(default=None, description="where clips are encoded; None: system temp")
 
 
-class RingSettings(_Strict):
+class RingSettings(Strict):
     """Per-camera buffer of recent frames (their JPEG bytes as received) for the pre-roll."""
 
     max_frames: int = Field(default=300, ge=1)
     max_bytes: int = Field(default=64 * 2**20, ge=1)
 
 
-class LocalStoreConfig(_Strict):
+class LocalStoreConfig(Strict):
     """Embedded mode: alerts in a local folder (records JSON, clips MP4, snapshots JPEG)."""
 
     kind: Literal["local"] = "local"
@@ -107,8 +105,8 @@ class LocalStoreConfig(_Strict):
     events_max: int = Field(default=10_000, ge=1, description="length cap of the event log")
 
 
-class RedisStoreConfig(_Strict):
-    """Alerts in Redis (key layout of ARCHITECTURE.md; every key has a TTL of ``retention_s``).
+class RedisStoreConfig(Strict):
+    """Alerts in Redis (docs/architecture.md, "Redis layout"; every key has a TTL of ``retention_s``).
 
     While Redis cannot be reached, writes go to an on-disk spool (bounded by
     ``spool_max_bytes``/``spool_max_entries``) and are replayed in order when it returns.
@@ -135,7 +133,7 @@ class RedisStoreConfig(_Strict):
 StoreConfig = Annotated[LocalStoreConfig | RedisStoreConfig, Field(discriminator="kind")]
 
 
-class AlertingConfig(_Strict):
+class AlertingConfig(Strict):
     """The alert role: scores + frames in, alerts (store + ``vigil.alerts``) out."""
 
     enabled: bool = True

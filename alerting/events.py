@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from alerting.lifecycle import AlertState
@@ -36,7 +36,7 @@ __all__ = ["ALERTS_TOPIC", "EVENT_SCHEMA", "AlertRecord", "EventError", "encode_
 ALERTS_TOPIC = "vigil.alerts"
 EVENT_SCHEMA = 1
 
-Status = Literal["open", "closing", "closed"]
+Status = Literal["open", "closed"]
 EventState = Literal["start", "update", "end"]
 _ENVELOPE = ("schema", "camera", "scene", "seq", "ts", "source")
 _REQUIRED = (*_ENVELOPE, "alert_id", "state", "start_ts", "end_ts", "peak_score", "threshold", "model",
@@ -55,10 +55,10 @@ def event_id(alert_id: str, state: str, seq: int) -> str:
 class AlertRecord:
     """An alert's current state, as stored (Redis hash ``alert:{id}`` / ``alerts/{id}.json``).
 
-    ``status``: ``open`` (running), ``closing`` (ended, post-roll being recorded), ``closed``
-    (clip stored). ``version`` grows with every write of the alert (the seq of the frame that
-    caused it): a store never replaces a record with an older version, so redelivered or
-    spooled writes cannot roll an alert back.
+    ``status``: ``open`` (running, or ended with its post-roll still being recorded),
+    ``closed`` (ended, clip stored). ``version`` grows with every write of the alert (the
+    seq of the frame that caused it): a store never replaces a record with an older version,
+    so redelivered or spooled writes cannot roll an alert back.
     """
 
     alert_id: str
@@ -138,9 +138,6 @@ class AlertRecord:
             "clip_key": self.clip_key, "snapshot_key": self.snapshot_key, "clip_ready": self.clip_ready,
             "clip_frames": self.clip_frames,
         }
-
-    def with_(self, **changes: Any) -> AlertRecord:
-        return replace(self, **changes)
 
 
 def encode_event(event: dict[str, Any]) -> tuple[bytes, bytes]:

@@ -9,7 +9,7 @@ One consumer (group ``alerting.group``) reads both topics. Per camera:
   are not past the last one processed is a redelivery; a seq going back with a newer ts is a
   source restart (the camera's open alert is ended and its state reset).
 * joined scores drive the camera's :class:`~alerting.lifecycle.AlertLifecycle`; a start opens
-  a clip (pre-roll from the ring, :class:`~alerting.clip.ClipAssembler`), every later frame
+  a clip (pre-roll from the ring, :class:`~alerting.clip.ClipRecorder`), every later frame
   is appended as its score arrives, and after the end the clip runs on for the post-roll;
   then it is stored and the ``end`` event goes out. ``start`` and ``update`` are stored (with
   the snapshot of the peak frame so far) and published at once.
@@ -18,12 +18,15 @@ Delivery: every store write is idempotent (see :mod:`alerting.store`); events th
 not seen published are sent to ``vigil.alerts`` (key = camera), the producer is flushed, the
 store is told they are published, and only then are offsets committed -- and only up to the
 oldest record the in-memory state still depends on (frames that may become pre-roll, the
-scores of the k-of-n window, everything since the anchor of an open, closing or cooling-down
-alert). After a crash the uncommitted records are read again and rebuild the same state;
-alert ids are deterministic, so nothing is duplicated and nothing is lost.
+scores of the k-of-n window, everything since the anchor of an alert that is open, recording
+its post-roll or cooling down). After a crash the uncommitted records are read again and
+rebuild the same state; alert ids are deterministic, so nothing is duplicated and nothing is
+lost.
 
-A camera silent for ``idle_timeout_s`` has its open alert ended at its last frame;
-:meth:`AlertWorker.finish_all` does the same for every camera (end of a replay).
+A camera whose records come with another scene than before has its open alert ended and its
+state started afresh (the first such record does it). A camera silent for ``idle_timeout_s``
+has its open alert ended at its last frame; :meth:`AlertWorker.finish_all` does the same for
+every camera (end of a replay).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from alerting.clip import ClipAssembler, estimate_fps, snapshot_jpeg
+from alerting.clip import ClipRecorder, snapshot_jpeg
 from alerting.config import AlertingConfig
 from alerting.events import ALERTS_TOPIC, AlertRecord, encode_event
 from alerting.lifecycle import AlertLifecycle, AlertState, Transition
@@ -83,13 +86,12 @@ class AlertMetrics:
 
 @dataclass
 class _Alert:
-    """Worker-side state of one alert (the clip being recorded, its peak frame)."""
+    """Worker-side state of one alert (its clip recorder, its peak frame)."""
 
     state: AlertState
-    status: Literal["open", "closing"] = "open"
-    clip: ClipAssembler | None = None
+    recorder: ClipRecorder
     peak: RingEntry | None = None
-    post_roll_until: int | None = None  # capture ms
+    ended: bool = False  # the lifecycle ended it; the clip may still be recording the post-roll
 
 
 @dataclass
@@ -131,8 +133,8 @@ class _Camera:
                     break
         for alert in self.alerts:
             marks.append(alert.state.anchor_seq)
-            if alert.clip is not None and alert.clip.first_seq is not None:
-                marks.append(alert.clip.first_seq)
+            if alert.recorder.first_seq is not None:
+                marks.append(alert.recorder.first_seq)
         return min(marks) if marks else None
 
 
@@ -207,6 +209,7 @@ class AlertWorker:
                     self._reject(record, exc)
                 else:
                     camera, seq = msg.camera, msg.seq
+                    self._follow_scene(msg.camera, msg.scene)
                     self._on_frame(msg, now)
                     if self.cameras[camera].pending:  # a score was waiting for this frame
                         touched.add(camera)
@@ -217,6 +220,7 @@ class AlertWorker:
                     self._reject(record, exc)
                 else:
                     camera, seq = smsg.camera, smsg.seq
+                    self._follow_scene(smsg.camera, smsg.scene)
                     if self._queue_score(smsg, now):
                         touched.add(smsg.camera)
             self._uncommitted.setdefault((record.topic, record.partition), deque()).append(
@@ -229,12 +233,18 @@ class AlertWorker:
         self.metrics.rejected.labels(record.topic).inc()
         log.warning("skipping record %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
 
-    def _camera(self, camera: str, scene: str, source: str) -> _Camera:
+    def _follow_scene(self, camera: str, scene: str) -> None:
+        """A record of ``camera`` from another scene than its state's: end its alerts and forget
+        the state (the record's handling creates it afresh for the new scene)."""
         cam = self.cameras.get(camera)
         if cam is not None and cam.scene != scene:
             log.info("camera %s moved from scene %s to %s: alert state reset", camera, cam.scene, scene)
             self._reset(cam)
-            cam = None
+            del self.cameras[camera]
+
+    def _camera(self, camera: str, scene: str, source: str) -> _Camera:
+        """The camera's state, created on first sight."""
+        cam = self.cameras.get(camera)
         if cam is None:
             settings = self.cfg.lifecycle_for(camera, scene)
             cam = _Camera(camera, scene, source, FrameRing(self.cfg.ring.max_frames, self.cfg.ring.max_bytes),
@@ -291,7 +301,7 @@ class AlertWorker:
         self.metrics.unscored_frames.inc(sum(e.score is None for e in evicted))
         cam.last_seq, cam.last_ts = msg.seq, msg.ts
         for alert in cam.alerts:  # clips of alerts already running take this frame
-            self._feed(cam, alert, msg.seq)
+            alert.recorder.feed(cam.ring, msg.seq)
         previous_peak = cam.machine.active.peak_seq if cam.machine.active is not None else None
         for t in cam.machine.observe(msg.seq, msg.ts, msg.score, msg.model):
             self._transition(cam, t)
@@ -304,46 +314,13 @@ class AlertWorker:
         self._close_due(cam, msg.seq, msg.ts)
 
     def _open_alert(self, cam: _Camera) -> _Alert:
-        return next(a for a in cam.alerts if a.status == "open")
-
-    def _feed(self, cam: _Camera, alert: _Alert, upto_seq: int) -> None:
-        if alert.status == "closing" and alert.post_roll_until is not None:
-            entries = [e for e in self._unfed(cam, alert, upto_seq) if e.ts <= alert.post_roll_until]
-        else:
-            entries = list(self._unfed(cam, alert, upto_seq))
-        if not entries:
-            return
-        if alert.clip is None:
-            alert.clip = self._new_clip(cam, entries[0])
-            if alert.clip is None:
-                return
-        for e in entries:
-            alert.clip.add(e)
-
-    def _unfed(self, cam: _Camera, alert: _Alert, upto_seq: int) -> list[RingEntry]:
-        after = alert.clip.last_seq if alert.clip is not None and alert.clip.last_seq is not None else None
-        first = (after + 1) if after is not None else alert.state.start_seq
-        return list(cam.ring.between(first, upto_seq))
-
-    def _new_clip(self, cam: _Camera, first: RingEntry) -> ClipAssembler | None:
-        c = self.cfg.clip
-        fps = estimate_fps(list(cam.ring.between(-1, cam.ring.newest_seq or 0)))
-        try:
-            return ClipAssembler(fps, (first.width, first.height), overlay=c.overlay, crf=c.crf,
-                                 max_frames=max(1, int(c.max_s * fps)), tmp_dir=c.tmp_dir)
-        except Exception as exc:  # noqa: BLE001 - an alert without a clip beats no alert
-            log.error("camera %s: cannot start a clip (%s); the alert goes on without one", cam.camera, exc)
-            return None
+        return next(a for a in cam.alerts if not a.ended)
 
     def _transition(self, cam: _Camera, t: Transition) -> None:
         self.metrics.events.labels(t.kind).inc()
         if t.kind == "start":
-            alert = _Alert(t.alert)
-            pre_roll = cam.ring.since_ts(t.ts - self._pre_roll_ms, t.seq)
-            alert.clip = self._new_clip(cam, pre_roll[0]) if pre_roll else None
-            if alert.clip is not None:
-                for e in pre_roll:
-                    alert.clip.add(e)
+            alert = _Alert(t.alert, ClipRecorder(cam.camera, t.alert.start_seq, self.cfg.clip))
+            alert.recorder.start(cam.ring, t.seq, t.ts)
             alert.peak = cam.ring.get(t.alert.peak_seq)
             cam.alerts.append(alert)
             self.metrics.open_alerts.inc()
@@ -357,20 +334,18 @@ class AlertWorker:
             self._write(cam, alert, "update", t.seq, t.ts, version=t.seq)
         else:  # end: the clip runs on for the post-roll, then the alert is stored and announced
             alert = self._open_alert(cam)
-            alert.state = t.alert
-            alert.status = "closing"
-            alert.post_roll_until = t.ts + int(self.cfg.clip.post_roll_s * 1000)
+            alert.state, alert.ended = t.alert, True
+            alert.recorder.end(t.ts)
             log.info("alert %s ended (seq %d, peak %.2f); recording %.1f s post-roll", t.alert.alert_id,
                      t.seq, t.alert.peak_score, self.cfg.clip.post_roll_s)
 
     def _close_due(self, cam: _Camera, seq: int, ts: int) -> None:
-        for alert in [a for a in cam.alerts if a.status == "closing"]:
-            assert alert.post_roll_until is not None
-            if ts >= alert.post_roll_until:
+        for alert in [a for a in cam.alerts if a.ended]:
+            if alert.recorder.post_roll_done(ts):
                 self._close(cam, alert, seq)
 
     def _close(self, cam: _Camera, alert: _Alert, version: int) -> None:
-        clip = alert.clip.finish() if alert.clip is not None else None
+        clip = alert.recorder.finish()
         end_seq, end_ts = alert.state.end_seq, alert.state.end_ts
         assert end_seq is not None and end_ts is not None
         self._write(cam, alert, "end", end_seq, end_ts, version=max(version, end_seq), clip=clip)
@@ -388,14 +363,13 @@ class AlertWorker:
         region = self._region(alert)
         snapshot = (snapshot_jpeg(alert.peak, region, self.cfg.clip.snapshot_quality)
                     if alert.peak is not None else None)
-        c = alert.clip
+        c = alert.recorder
         record = AlertRecord.from_state(
             alert.state, status="closed" if state == "end" else "open", version=version,
             clip_key=self.store.clip_key(alert.state.alert_id),
             snapshot_key=self.store.snapshot_key(alert.state.alert_id) if snapshot is not None else None,
-            region=region, clip_ready=clip is not None, clip_frames=c.frames if c is not None else 0,
-            clip_first_seq=c.first_seq if c is not None else None,
-            clip_last_seq=c.seqs[-1] if c is not None and c.seqs else None,
+            region=region, clip_ready=clip is not None, clip_frames=c.frames,
+            clip_first_seq=c.first_seq, clip_last_seq=c.last_written_seq,
         )
         event = record.event(state, seq, ts)
         result = self._put(AlertWrite(record, event, clip, snapshot))
@@ -442,15 +416,6 @@ class AlertWorker:
                         backoff=_BACKOFF, stop=self.stop,
                         on_failure=lambda exc, _d: log.error("publish marks of alert %s not stored (%s); "
                                                              "retrying", alert_id, exc))
-
-    def _needed(self, camera: str | None, seq: int) -> bool:
-        if camera is None:
-            return False
-        cam = self.cameras.get(camera)
-        if cam is None:
-            return False
-        low = cam.low_water(self._pre_roll_ms)
-        return low is not None and seq >= low
 
     def _commit(self) -> None:
         offsets: dict[tuple[str, int], int] = {}
@@ -505,10 +470,10 @@ class AlertWorker:
         if t is not None:
             self.metrics.events.labels("end").inc()
             alert = self._open_alert(cam)
-            alert.state, alert.status = t.alert, "closing"
+            alert.state, alert.ended = t.alert, True
         for alert in list(cam.alerts):
             if cam.last_seq is not None:
-                self._feed(cam, alert, cam.last_seq)
+                alert.recorder.feed(cam.ring, cam.last_seq)
             self._close(cam, alert, cam.last_seq if cam.last_seq is not None else alert.state.start_seq)
         cam.finished = True
 
@@ -531,5 +496,4 @@ class AlertWorker:
         """Discard clips being recorded (their records are read again after a restart)."""
         for cam in self.cameras.values():
             for alert in cam.alerts:
-                if alert.clip is not None:
-                    alert.clip.discard()
+                alert.recorder.discard()

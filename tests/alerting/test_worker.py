@@ -285,3 +285,26 @@ def test_scores_that_arrive_before_their_frames_wait_for_them(images, tmp_path) 
     assert h.metrics.missing_frames._value.get() == 0
     [rec] = h.store.list()
     assert rec.status == "closed" and rec.clip_frames == rec.clip_last_seq - rec.clip_first_seq + 1
+
+
+def test_a_camera_moving_to_another_scene_ends_its_alert(images, tmp_path) -> None:
+    """The first record of a camera from a new scene ends the alert it had open in the old one
+    (stored closed, with its clip) and starts the camera afresh in the new scene."""
+    cfg = alerting_config(local(tmp_path))
+    h = Harness(cfg, InProcessBus(partitions=1))
+    publish(h.producer, messages(images, CAMERA, EVENT)[:EVENT.first + 8])
+    h.drain()
+    assert states(h.events()) == ["start"]
+    moved = messages(images, CAMERA, None, scene="other", seqs=range(EVENT.first + 8, EVENT.first + 12))
+    publish(h.producer, moved)
+    h.drain()
+    events = h.events()
+    assert states(events) == ["start", "end"] and events[-1]["scene"] == "campus"
+    [rec] = h.store.list(CAMERA)
+    assert rec.status == "closed" and rec.clip_ready and rec.scene == "campus"
+    assert rec.clip_frames == rec.clip_last_seq - rec.clip_first_seq + 1 > 0
+    cam = h.worker.cameras[CAMERA]
+    assert cam.scene == "other" and cam.machine.active is None and not cam.alerts
+    assert cam.last_seq == EVENT.first + 11
+    h.worker.finish_all()
+    assert h.lag() == 0 and len(h.events()) == 2

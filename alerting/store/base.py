@@ -1,0 +1,85 @@
+"""What every alert store shares: the :class:`AlertStore` protocol, the write and its result, the errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from alerting.events import AlertRecord
+
+__all__ = ["AlertStore", "AlertWrite", "PutResult", "SpoolFullError", "StoreError", "StoreUnavailableError"]
+
+
+class StoreError(RuntimeError):
+    """The store refused or failed an operation."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached right now (Redis down, timeout)."""
+
+
+class SpoolFullError(StoreUnavailableError):
+    """Redis is unreachable and the spool has no room for another write."""
+
+
+@dataclass(frozen=True)
+class AlertWrite:
+    """One idempotent store write: the record, optionally its clip, snapshot and event."""
+
+    record: AlertRecord
+    event: dict[str, Any] | None = None
+    clip: bytes | None = None
+    snapshot: bytes | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        return None if self.event is None else self.event["event_id"]
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What a write did, and whether its event still has to be published."""
+
+    stored: bool  # the record was written (False: a newer version is stored, or spooled)
+    publish: bool  # the event is not known to be on vigil.alerts yet: publish it
+    spooled: bool = False
+
+
+class AlertStore(Protocol):
+    """Alert records, clips, snapshots, per-camera index and event log."""
+
+    def clip_key(self, alert_id: str) -> str: ...
+
+    def snapshot_key(self, alert_id: str) -> str: ...
+
+    def put(self, write: AlertWrite) -> PutResult: ...
+
+    def mark_published(self, alert_id: str, event_ids: list[str]) -> None: ...
+
+    def get(self, alert_id: str) -> AlertRecord | None: ...
+
+    def clip(self, alert_id: str) -> bytes | None: ...
+
+    def snapshot(self, alert_id: str) -> bytes | None: ...
+
+    def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
+        """Newest first (by start time)."""
+        ...
+
+    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict]]:
+        """Events after cursor ``after`` (``None``: from the beginning), ``(cursor, event)`` pairs."""
+        ...
+
+    def latest_cursor(self) -> str:
+        """A cursor after the newest event (to follow only new ones)."""
+        ...
+
+    def pending(self) -> int:
+        """Writes waiting in the spool."""
+        ...
+
+    def drain(self) -> int:
+        """Apply spooled writes; returns how many were applied."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,225 @@
+"""The alert store on a Redis server: :class:`RedisStore` and the Lua scripts that make its writes atomic.
+
+Layout (prefix default ``vigil:``; docs/architecture.md): ``alert:{id}`` hash (fields JSON
+encoded; event markers ``evt:{event_id}`` = 0 stored / 1 published) · ``clip:{id}`` MP4 ·
+``snap:{id}`` JPEG · ``alerts:{camera}`` sorted set of ids by start time · ``alerts`` capped
+stream (``MAXLEN ~``) of events (field ``event``: the JSON). Every key gets the retention as
+TTL on every write. One Lua script does a whole write, so it is atomic. (The keys of one
+write are not in one hash slot: a single Redis server or a replica set, not Redis Cluster.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from alerting.config import RedisStoreConfig
+from alerting.events import AlertRecord
+from alerting.store.base import AlertWrite, PutResult, StoreError, StoreUnavailableError
+from common.redact import redact_url
+
+__all__ = ["RedisStore"]
+
+_PUT_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local cur = redis.call('HGET', KEYS[1], 'version')
+local stored = 0
+if (not cur) or tonumber(cur) <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+  if ARGV[8] ~= '' then redis.call('SET', KEYS[2], ARGV[8], 'EX', ttl) end
+  if ARGV[9] ~= '' then redis.call('SET', KEYS[3], ARGV[9], 'EX', ttl) end
+  stored = 1
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[4], ttl)
+local publish = 0
+if ARGV[6] ~= '' then
+  local mark = redis.call('HGET', KEYS[1], ARGV[7])
+  if not mark then
+    redis.call('HSET', KEYS[1], ARGV[7], '0')
+    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[6])
+    redis.call('EXPIRE', KEYS[5], ttl)
+    publish = 1
+  elseif mark == '0' then
+    publish = 1
+  end
+end
+return {stored, publish}
+"""
+
+_MARK_SCRIPT = """
+for i = 1, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then redis.call('HSET', KEYS[1], ARGV[i], '1') end
+end
+return 1
+"""
+
+
+def _event_json(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+class RedisStore:
+    """:class:`AlertStore` on a Redis server (raises :class:`StoreUnavailableError` when unreachable)."""
+
+    def __init__(self, cfg: RedisStoreConfig) -> None:
+        import redis
+
+        self.cfg = cfg
+        self.prefix = cfg.prefix
+        self.where = redact_url(cfg.url)
+        url = cfg.url
+        if cfg.tls and url.startswith("redis://"):
+            url = "rediss://" + url[len("redis://"):]
+        kw: dict[str, Any] = {"socket_timeout": cfg.socket_timeout_s,
+                              "socket_connect_timeout": cfg.socket_timeout_s}
+        if cfg.username is not None:
+            kw["username"] = cfg.username
+        if cfg.password is not None:
+            kw["password"] = cfg.password.get_secret_value()
+        if url.startswith("rediss://"):
+            kw["ssl_cert_reqs"] = "required" if cfg.tls_verify else "none"
+            for name, value in (("ssl_ca_certs", cfg.tls_ca_file), ("ssl_certfile", cfg.tls_cert_file),
+                                ("ssl_keyfile", cfg.tls_key_file)):
+                if value is not None:
+                    kw[name] = value
+        self.client = redis.Redis.from_url(url, **kw)
+        self._put = self.client.register_script(_PUT_SCRIPT)
+        self._mark = self.client.register_script(_MARK_SCRIPT)
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.BusyLoadingError)
+        self._redis_error = redis.exceptions.RedisError
+
+    # -- keys
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def clip_key(self, alert_id: str) -> str:
+        return self.key(f"clip:{alert_id}")
+
+    def snapshot_key(self, alert_id: str) -> str:
+        return self.key(f"snap:{alert_id}")
+
+    def alert_key(self, alert_id: str) -> str:
+        return self.key(f"alert:{alert_id}")
+
+    def index_key(self, camera: str) -> str:
+        return self.key(f"alerts:{camera}")
+
+    @property
+    def stream_key(self) -> str:
+        return self.key("alerts")
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise StoreUnavailableError(f"Redis at {self.where} unreachable ({what}): {exc}") from exc
+        except self._redis_error as exc:
+            raise StoreError(f"Redis at {self.where} refused {what}: {exc}") from exc
+
+    # -- writes
+    def put(self, write: AlertWrite) -> PutResult:
+        rec = write.record
+        fields = rec.to_fields()
+        has_event = write.event is not None
+        args: list[Any] = [self.cfg.retention_s, rec.version, rec.start_ts, rec.alert_id,
+                           self.cfg.stream_maxlen, _event_json(write.event) if has_event else "",
+                           f"evt:{write.event_id}" if has_event else "",
+                           write.clip or b"", write.snapshot or b""]
+        for k, v in fields.items():
+            args += [k, v]
+        keys = [self.alert_key(rec.alert_id), self.clip_key(rec.alert_id), self.snapshot_key(rec.alert_id),
+                self.index_key(rec.camera), self.stream_key]
+        with self._call(f"write of alert {rec.alert_id}"):
+            stored, publish = self._put(keys=keys, args=args)
+        return PutResult(stored=bool(stored), publish=bool(publish))
+
+    def mark_published(self, alert_id: str, event_ids: list[str]) -> None:
+        if not event_ids:
+            return
+        with self._call(f"publish mark of alert {alert_id}"):
+            self._mark(keys=[self.alert_key(alert_id)], args=[f"evt:{e}" for e in event_ids])
+
+    # -- reads
+    def get(self, alert_id: str) -> AlertRecord | None:
+        with self._call(f"read of alert {alert_id}"):
+            raw = self.client.hgetall(self.alert_key(alert_id))
+        return AlertRecord.from_fields(raw) if raw else None
+
+    def clip(self, alert_id: str) -> bytes | None:
+        with self._call(f"read of clip {alert_id}"):
+            return self.client.get(self.clip_key(alert_id))
+
+    def snapshot(self, alert_id: str) -> bytes | None:
+        with self._call(f"read of snapshot {alert_id}"):
+            return self.client.get(self.snapshot_key(alert_id))
+
+    def ttl(self, key: str) -> int:
+        """Seconds to live of ``key`` (-1: none, -2: no such key)."""
+        with self._call(f"TTL of {key}"):
+            return int(self.client.ttl(key))
+
+    def cameras(self) -> list[str]:
+        head = self.index_key("")
+        with self._call("camera index scan"):
+            keys = [k.decode() for k in self.client.scan_iter(match=head + "*", count=500)]
+        return sorted(k[len(head):] for k in keys)
+
+    def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
+        cameras = [camera] if camera is not None else self.cameras()
+        out: list[AlertRecord] = []
+        with self._call("alert listing"):
+            for cam in cameras:
+                ids = [i.decode() for i in self.client.zrevrange(self.index_key(cam), 0, limit - 1)]
+                pipe = self.client.pipeline(transaction=False)
+                for alert_id in ids:
+                    pipe.hgetall(self.alert_key(alert_id))
+                gone = []
+                for alert_id, raw in zip(ids, pipe.execute(), strict=True):
+                    if raw:
+                        out.append(AlertRecord.from_fields(raw))
+                    else:
+                        gone.append(alert_id)  # expired record: drop it from the index
+                if gone:
+                    self.client.zrem(self.index_key(cam), *gone)
+        out.sort(key=lambda r: (r.start_ts, r.alert_id), reverse=True)
+        return out[:limit]
+
+    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict]]:
+        # a blocking read must return before the socket times out
+        block_ms = min(block_ms, int(self.cfg.socket_timeout_s * 1000) - 250)
+        with self._call("event stream read"):
+            reply = self.client.xread({self.stream_key: after or "0-0"}, count=count,
+                                      block=block_ms if block_ms > 0 else None)
+        out = []
+        for _stream, entries in reply or []:
+            for entry_id, data in entries:
+                out.append((entry_id.decode(), json.loads(data[b"event"])))
+        return out
+
+    def latest_cursor(self) -> str:
+        with self._call("event stream read"):
+            last = self.client.xrevrange(self.stream_key, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except self._errors:
+            return False
+
+    def pending(self) -> int:
+        return 0
+
+    def drain(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.client.close()
