@@ -28,18 +28,18 @@ from detector.encoders import Encoder  # noqa: E402
 from detector.model import ScoreSettings  # noqa: E402
 from scenes.registry import SceneRegistry  # noqa: E402
 from training.data import load_scene_frames, stc_training_videos  # noqa: E402
-from training.evaluate import evaluate_scene, pooled  # noqa: E402
+from training.evaluate import pooled, score_scene  # noqa: E402
 from training.train import TrainSettings, fit_normal_statistics, settings_summary, train_scene  # noqa: E402
 
 # name: (per-position normalisation, how the frame score is read off the map)
 VARIANTS = {
-    "layer-norm, max": (False, ScoreSettings("max", blur_sigma=0)),
-    "layer-norm, blur4, max": (False, ScoreSettings("max", blur_sigma=4)),
-    "position-norm, max": (True, ScoreSettings("max", blur_sigma=0)),
-    "position-norm, top-1%": (True, ScoreSettings("topk", 0.01, blur_sigma=0)),
-    "position-norm, blur4, max": (True, ScoreSettings("max", blur_sigma=4)),
-    "position-norm, blur4, top-0.1%": (True, ScoreSettings("topk", 0.001, blur_sigma=4)),
-    "position-norm, blur8, max": (True, ScoreSettings("max", blur_sigma=8)),
+    "layer-norm, max": (False, ScoreSettings(reduction="max", blur_sigma=0)),
+    "layer-norm, blur4, max": (False, ScoreSettings(reduction="max", blur_sigma=4)),
+    "position-norm, max": (True, ScoreSettings(reduction="max", blur_sigma=0)),
+    "position-norm, top-1%": (True, ScoreSettings(reduction="topk", topk=0.01, blur_sigma=0)),
+    "position-norm, blur4, max": (True, ScoreSettings(reduction="max", blur_sigma=4)),
+    "position-norm, blur4, top-0.1%": (True, ScoreSettings(reduction="topk", topk=0.001, blur_sigma=4)),
+    "position-norm, blur8, max": (True, ScoreSettings(reduction="max", blur_sigma=8)),
 }
 
 
@@ -77,7 +77,7 @@ def main() -> None:
             )
             models[name] = replace(result.model, stats=stats, calibration=calibration, settings=score)
         t1 = time.perf_counter()
-        scene_evals = evaluate_scene(encoder, models, args.root, scene)
+        scene_evals = score_scene(encoder, models, args.root, scene)
         eval_s = time.perf_counter() - t1
         report["scenes"][scene] = {
             "train_frames": data.summary["train_frames"],
@@ -89,7 +89,7 @@ def main() -> None:
             "holdout_nll_per_dim": sum(float(m.mean()) for m in result.holdout_nll) / len(result.holdout_nll),
         }
         if args.select_root:
-            for name, ev in evaluate_scene(encoder, models, args.select_root, scene).items():
+            for name, ev in score_scene(encoder, models, args.select_root, scene).items():
                 select_evals[name].append(ev)
         for name, ev in scene_evals.items():
             evals[name].append(ev)

@@ -9,7 +9,7 @@ for ablation rows, one SANFlow switch) differs. For each model and scene:
   peak RSS of the process that trained it (each job runs in a fresh process, so the peaks
   are not each other's);
 - accuracy: frame and pixel AUROC of the calibrated per-frame scores on the scene's test
-  clips (``training.evaluate``), and pooled over the scenes;
+  clips (``training.evaluate.score_scene``), and pooled over the scenes;
 - inference: frames/s through ``FrameScorer`` (decode and resize excluded, encoder
   included) in batches of ``--batch``, and the peak RSS of a fresh process that only loads
   the encoder and the checkpoint and scores.
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
+from training.evaluate import pooled  # noqa: E402
 from training.train import TrainSettings, settings_summary  # noqa: E402
 
 ABLATIONS = {
@@ -70,7 +71,7 @@ def train_job(root: str, scene: str, name: str, settings: dict, registry: str, t
     from detector.encoders import Encoder
     from scenes.registry import SceneRegistry
     from training.data import load_scene_frames, stc_training_videos
-    from training.evaluate import evaluate_scene
+    from training.evaluate import score_scene
     from training.train import train_scene
 
     s = TrainSettings(**settings)
@@ -86,7 +87,7 @@ def train_job(root: str, scene: str, name: str, settings: dict, registry: str, t
                      "seconds": round(result.seconds, 1)},
     })
     t1 = time.perf_counter()
-    ev = evaluate_scene(encoder, result.model, root, scene, progress=False)
+    ev = score_scene(encoder, {name: result.model}, root, scene, progress=False)[name]
     eval_s = time.perf_counter() - t1
     return {
         "model": name, "scene": scene,
@@ -95,9 +96,7 @@ def train_job(root: str, scene: str, name: str, settings: dict, registry: str, t
         "eval_seconds": round(eval_s, 1), "train_peak_rss_mb": round(train_rss),
         "final_loss": result.history[-1]["loss"], "final_nll_per_dim": result.history[-1]["nll_per_dim"],
         "history": result.history, "summary": ev.summary(),
-        # raw material for the pooled metrics
-        "labels": [x.tolist() for x in ev.labels], "scores": [x.tolist() for x in ev.scores],
-        "pixel_pos": ev.pixel_roc.pos.tolist(), "pixel_neg": ev.pixel_roc.neg.tolist(),
+        "evaluation": ev,  # raw material for the pooled metrics; not in the report
     }
 
 
@@ -112,7 +111,7 @@ def throughput_job(root: str, scene: str, registry: str, batch: int, frames: int
     from detector.scorer import FrameScorer
     from scenes.registry import SceneRegistry
     from streamer.video import iter_frame_dir
-    from training.evaluate import stc_test_clips
+    from training.testset import stc_test_clips
 
     rss_start = peak_rss_mb()
     model, _meta = load_scene(SceneRegistry(registry), scene)
@@ -160,23 +159,6 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
-def _pooled(jobs: list[dict]) -> dict:
-    import numpy as np
-
-    from training.evaluate import PIXEL_BINS, PIXEL_SCORE_RANGE, alarm_rates
-    from training.metrics import BinnedROC, auroc
-
-    labels = np.concatenate([np.asarray(x, dtype=bool) for j in jobs for x in j["labels"]])
-    scores = np.concatenate([np.asarray(x, dtype=np.float64) for j in jobs for x in j["scores"]])
-    roc = BinnedROC(*PIXEL_SCORE_RANGE, PIXEL_BINS)
-    for j in jobs:
-        roc.pos += np.asarray(j["pixel_pos"], dtype=roc.pos.dtype)
-        roc.neg += np.asarray(j["pixel_neg"], dtype=roc.neg.dtype)
-    return {"scene": "pooled", "frames": int(len(labels)), **alarm_rates(labels, scores),
-            "frame_auroc": auroc(labels, scores), "pixel_auroc": roc.auroc(),
-            "pixel_auroc_error_bound": roc.tie_bound()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, required=True, help="campus benchmark (STC layout)")
@@ -222,12 +204,11 @@ def main() -> None:
                                      args.throughput_frames, args.device, args.threads)
             print(f"{'':24s} inference {speed[scene]['frames_per_second']:.1f} frames/s, "
                   f"peak RSS {speed[scene]['peak_rss_mb']} MB", flush=True)
-        raw_keys = ("labels", "scores", "pixel_pos", "pixel_neg")
-        per_scene = {j["scene"]: {k: v for k, v in j.items() if k not in raw_keys} for j in jobs}
+        per_scene = {j["scene"]: {k: v for k, v in j.items() if k != "evaluation"} for j in jobs}
         report["rows"][name] = {
             "settings": {k: v for k, v in settings.items() if base.get(k) != v or k == "model"},
             "scenes": per_scene,
-            "pooled": _pooled(jobs) if len(jobs) > 1 else jobs[0]["summary"],
+            "pooled": pooled([j["evaluation"] for j in jobs]) if len(jobs) > 1 else jobs[0]["summary"],
             "inference": speed,
             "train_seconds_total": round(sum(j["train_seconds"] for j in jobs), 1),
         }

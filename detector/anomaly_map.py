@@ -128,12 +128,24 @@ def anomaly_map(
     return gaussian_blur(total, blur_sigma) if blur_sigma > 0 else total
 
 
-def frame_score(maps: torch.Tensor, reduction: Reduction = "topk", topk: float = 0.01) -> torch.Tensor:
-    """Raw frame scores (B,) from anomaly maps (B, H, W)."""
+def frame_score(maps: torch.Tensor, reduction: Reduction, topk: float | None = None) -> torch.Tensor:
+    """Raw frame scores (B,) from anomaly maps (B, H, W).
+
+    Args:
+        maps: the anomaly maps.
+        reduction: ``max``, or ``topk``: the mean of the map's highest ``topk`` fraction.
+        topk: that fraction (required for ``topk``). A model's come from its
+            :class:`~detector.model.ScoreSettings`; there are no defaults here.
+
+    Returns:
+        The frame scores.
+    """
     flat = maps.flatten(1)
     if reduction == "max":
         return flat.max(1).values
     if reduction == "topk":
+        if topk is None:
+            raise ValueError("the 'topk' frame-score reduction needs its fraction (topk)")
         k = max(1, int(round(topk * flat.shape[1])))
         return flat.topk(k, dim=1).values.mean(1)
     raise ValueError(f"unknown frame-score reduction {reduction!r} (use 'max' or 'topk')")

@@ -10,7 +10,6 @@ the one place that knows what a :class:`~detector.model.SceneModel` keeps in one
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -41,7 +40,7 @@ def to_checkpoint(model: SceneModel, extra: dict | None = None) -> tuple[dict[st
         "input_size": model.input_size,
         "normalisation": model.stats.meta(),
         "calibration": model.calibration.to_dict(),
-        "score": asdict(model.settings),
+        "score": model.settings.model_dump(),
     }
     clash = sorted(set(MODEL_KEYS) & set(extra or {}))
     if clash:

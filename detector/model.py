@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.config import Strict
 from detector.anomaly_map import MapStatistics, Reduction, anomaly_map, frame_score, nll_per_dim
 from detector.calibration import Calibration
 from detector.cflow import CFlowHead
@@ -32,9 +33,14 @@ def build_head(kind: str, config: dict) -> nn.Module:
     return HEADS[kind](**config)
 
 
-@dataclass
-class ScoreSettings:
-    """How a frame score is read off the anomaly map."""
+class ScoreSettings(Strict):
+    """How a frame score is read off the anomaly map: ``blur_sigma`` (0: none) smooths the
+    map, ``reduction`` (with ``topk``, see :func:`~detector.anomaly_map.frame_score`) reads it.
+
+    A trained model's come from its training settings (``training.train.score_settings``)
+    and are stored in its checkpoint. The defaults, an untrained model's, are the training
+    settings' defaults (tests/training checks that they agree).
+    """
 
     reduction: Reduction = "max"
     topk: float = 0.001

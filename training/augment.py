@@ -25,6 +25,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pydantic import ConfigDict
+
+from common.config import Strict
 
 KINDS = ("normal", "small_rect", "medium_rect", "circle")
 ANOMALY_KINDS = KINDS[1:]
@@ -34,12 +37,13 @@ CIRCLE_RADIUS = (10, 25)
 BGR_LUMA = np.array([0.114, 0.587, 0.299], dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class AugmentSettings:
+class AugmentSettings(Strict):
     """How synthetic anomalies look. ``jitter``: colour-jitter strength, drawn per paste
     from U(0, jitter) (brightness, contrast, saturation factors in 1 ± s, hue shift ± s of
     the colour circle); ``flip_prob``: chance of flipping the donor, per axis;
     ``border``: width of the softened edge in pixels at a 256-pixel input."""
+
+    model_config = ConfigDict(frozen=True)
 
     jitter: float = 0.1
     flip_prob: float = 0.5

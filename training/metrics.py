@@ -1,14 +1,20 @@
-"""Detection metrics: frame-level AUROC and a streaming, memory-bounded pixel AUROC.
+"""Detection metrics: frame-level AUROC and alarm rates, and streaming, memory-bounded pixel
+AUROC and AUPRO.
 
 Pixel AUROC over a whole test set does not fit in memory at STC scale (42,883 frames of
 480x856 pixels), so :class:`BinnedROC` accumulates counts of positive and negative pixels
 per score bin and integrates the ROC exactly over the binned scores. Binning merges
 scores that fall in the same bin into ties; the AUROC error is at most half the fraction
 of (positive, negative) pairs that share a bin, which :meth:`BinnedROC.tie_bound` reports.
+:class:`PixelMetrics` is the one accumulator the evaluations use: maps in, merged across
+scenes, summarised.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import cv2
 import numpy as np
 
 
@@ -29,10 +35,32 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def alarm_rates(labels: np.ndarray, scores: np.ndarray) -> dict:
+    """At the calibrated threshold (score >= 1): false alarms on normal test frames and
+    detections of anomalous ones -- how well the calibration carried over to new footage.
+
+    Args:
+        labels: (N,) frame labels, true = anomalous.
+        scores: (N,) calibrated frame scores.
+
+    Returns:
+        ``normal_frames_above_threshold`` and ``anomalous_frames_above_threshold`` (NaN for
+        a class with no frames).
+    """
+    def above(x: np.ndarray) -> float:
+        return float((x >= 1.0).mean()) if x.size else float("nan")
+
+    labels = labels.astype(bool)
+    return {
+        "normal_frames_above_threshold": above(scores[~labels]),
+        "anomalous_frames_above_threshold": above(scores[labels]),
+    }
+
+
 class BinnedROC:
     """ROC over scores in [low, high] quantised to ``bins`` equal bins (clipped at the ends)."""
 
-    def __init__(self, low: float, high: float, bins: int = 16384) -> None:
+    def __init__(self, low: float, high: float, bins: int) -> None:
         if not high > low:
             raise ValueError(f"BinnedROC needs high > low, got [{low}, {high}]")
         self.low, self.high, self.bins = float(low), float(high), int(bins)
@@ -79,14 +107,12 @@ class BinnedPRO:
     Memory is two vectors of ``bins`` entries, whatever the test set's size.
     """
 
-    def __init__(self, low: float, high: float, bins: int = 16384) -> None:
+    def __init__(self, low: float, high: float, bins: int) -> None:
         self.roc = BinnedROC(low, high, bins)  # only its binning and negative histogram are used
         self.overlap_sum = np.zeros(bins, dtype=np.float64)  # sum over regions, per threshold bin
         self.regions = 0
 
     def update(self, scores: np.ndarray, mask: np.ndarray) -> None:
-        import cv2
-
         truth = np.asarray(mask).astype(np.uint8)
         idx = self.roc._index(scores).reshape(truth.shape)
         self.roc.neg += np.bincount(idx[truth == 0], minlength=self.roc.bins)
@@ -114,3 +140,79 @@ class BinnedPRO:
             y_end = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0) if x1 > x0 else y1
             x, y = np.append(x, max_fpr), np.append(y, y_end)
         return float(np.trapezoid(y, x) / max_fpr)
+
+
+class PixelMetrics:
+    """Pixel AUROC, and with ``aupro`` AUPRO, of anomaly maps against ground-truth masks,
+    accumulated frame by frame in score histograms over [low, high] in ``bins`` bins.
+
+    Accumulators of the same binning merge: the pooled metrics of several scenes are those
+    of one accumulator that saw all their frames.
+    """
+
+    def __init__(self, low: float, high: float, bins: int, aupro: bool = False) -> None:
+        self.roc = BinnedROC(low, high, bins)
+        self.pro = BinnedPRO(low, high, bins) if aupro else None
+
+    @classmethod
+    def pooled(cls, parts: Sequence[PixelMetrics]) -> PixelMetrics:
+        """One accumulator holding the counts of all ``parts`` (at least one, same binning).
+
+        Args:
+            parts: the accumulators to pool.
+
+        Returns:
+            A new accumulator; the parts are unchanged.
+        """
+        first = parts[0].roc
+        out = cls(first.low, first.high, first.bins, parts[0].pro is not None)
+        for part in parts:
+            out.merge(part)
+        return out
+
+    def update(self, amap: np.ndarray, truth: np.ndarray) -> None:
+        """Add one frame: its map (h, w), bilinearly resized to the mask, and its mask (H, W).
+
+        Args:
+            amap: the frame's anomaly map.
+            truth: the frame's ground-truth mask, true (or 1) = anomalous.
+        """
+        up = cv2.resize(amap.astype(np.float32), (truth.shape[1], truth.shape[0]),
+                        interpolation=cv2.INTER_LINEAR)
+        self.roc.update(up, truth)
+        if self.pro is not None:
+            self.pro.update(up, truth)
+
+    def merge(self, other: PixelMetrics) -> None:
+        """Add ``other``'s counts (same range, bins and metrics) to these.
+
+        Args:
+            other: the accumulator to add.
+        """
+        mine, theirs = self.roc, other.roc
+        if (mine.low, mine.high, mine.bins, self.pro is None) != (
+                theirs.low, theirs.high, theirs.bins, other.pro is None):
+            raise ValueError("pixel accumulators of different binning or metrics do not merge")
+        pairs = [(mine, theirs)]
+        if self.pro is not None and other.pro is not None:
+            pairs.append((self.pro.roc, other.pro.roc))
+            self.pro.overlap_sum += other.pro.overlap_sum
+            self.pro.regions += other.pro.regions
+        for a, b in pairs:
+            a.pos += b.pos
+            a.neg += b.neg
+
+    def summary(self) -> dict:
+        """``pixel_auroc`` and ``pixel_auroc_error_bound``, and with AUPRO ``aupro_0.3``
+        (None without anomalous regions).
+
+        Returns:
+            The metrics.
+        """
+        out = {"pixel_auroc": self.roc.auroc(), "pixel_auroc_error_bound": self.roc.tie_bound()}
+        if self.pro is not None:
+            try:
+                out["aupro_0.3"] = self.pro.aupro(0.3)
+            except ValueError:
+                out["aupro_0.3"] = None
+        return out

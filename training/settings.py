@@ -3,20 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic import Field
 
+from common.config import Strict
 from detector.settings import Reduction
 
 
-@pydantic_dataclass(config=ConfigDict(extra="forbid"))
-class TrainSettings:
+class TrainSettings(Strict):
     """Training hyper-parameters (defaults: CFLOW-AD's reference settings where they exist).
 
-    A pydantic dataclass, so the ``training:`` section of a config file is validated
-    strictly against exactly these fields.
+    A strict model, so the ``training:`` section of a config file is validated against
+    exactly these fields. ``reduction``, ``topk`` and ``blur_sigma`` are how the trained
+    model reads its frame score (:func:`training.train.score_settings`).
     """
 
     model: Literal["cflow", "sanflow"] = "cflow"
@@ -54,3 +54,14 @@ class TrainSettings:
     sanflow_jitter: float = Field(default=0.1, ge=0, le=0.5)  # colour jitter of pasted regions
     sanflow_flip_prob: float = Field(default=0.5, ge=0, le=1)  # per axis
     sanflow_border: float = Field(default=4.0, ge=0, le=32)  # softened edge, px at a 256 px input
+
+    def with_changes(self, **changes: Any) -> TrainSettings:
+        """A validated copy with ``changes`` (what ``dataclasses.replace`` did).
+
+        Args:
+            changes: new values by field name.
+
+        Returns:
+            The new settings; a ``pydantic.ValidationError`` names a bad field or value.
+        """
+        return type(self).model_validate({**self.model_dump(), **changes})

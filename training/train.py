@@ -3,7 +3,8 @@
 CFLOW-AD's training recipe (official code): encoder features of an image batch are
 computed once (here: cached for the whole run when they fit a memory budget) and cut into
 shuffled fiber batches; each fiber batch takes one Adam step on its layer's flow with the
-loss -log sigmoid(log p / D); the learning rate warms up linearly, then decays on a cosine.
+loss -log sigmoid(log p / D); the learning rate warms up linearly, then decays on a cosine
+(:mod:`training.schedule`, which both loops share).
 
 SANFlow (``model: sanflow``) keeps that recipe -- same fiber batches, optimizer and
 schedule -- and adds its statistics network and synthetic anomalies
@@ -21,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from detector.encoders import Encoder
 from detector.model import SceneModel, ScoreSettings, build_head, to_input
 from detector.sanflow import SANFlowHead, grid_masks
 from training.augment import AugmentSettings, SyntheticAnomalies
+from training.schedule import Schedule
 from training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -55,14 +57,20 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _grids(features: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+    return [(int(f.shape[2]), int(f.shape[3])) for f in features]
+
+
 class FeatureBatches:
-    """Encoder features of frame batches: computed once and cached if they fit the budget."""
+    """Encoder features of frame batches: computed once and cached if they fit the budget.
+    ``grids``: the feature grid (H_l, W_l) of each layer."""
 
     def __init__(
         self, encoder: Encoder, frames: Sequence[np.ndarray], size: int, batch: int, cache_mb: int
     ) -> None:
         self.encoder, self.frames, self.size, self.batch = encoder, frames, size, batch
         probe = encoder(to_input(frames[:1], size))
+        self.grids = _grids(probe)
         per_frame = sum(f.numel() * 4 for f in probe)
         self.cache: list[list[torch.Tensor]] | None = None
         if per_frame * len(frames) <= cache_mb * 2**20:
@@ -89,7 +97,7 @@ class SANFlowBatches:
     With ``augment``, every batch is drawn afresh each epoch (shuffled frames, balanced
     between normal frames and the three synthetic-anomaly kinds) and its features are
     computed for it; without, the batches and their features are CFLOW's (cached when
-    they fit) and the masks are empty.
+    they fit) and the masks are empty. ``grids``: the feature grid (H_l, W_l) of each layer.
     """
 
     def __init__(
@@ -103,6 +111,8 @@ class SANFlowBatches:
     ) -> None:
         self.encoder, self.frames, self.size, self.batch, self.augment = encoder, frames, size, batch, augment
         self.features = None if augment else FeatureBatches(encoder, frames, size, batch, cache_mb)
+        self.grids = (self.features.grids if self.features is not None
+                      else _grids(encoder(to_input(frames[:1], size))))
 
     def __len__(self) -> int:
         return math.ceil(len(self.frames) / self.batch)
@@ -128,23 +138,31 @@ class SANFlowBatches:
             yield images, self.encoder(images), masks
 
 
-def lr_at(step: int, total: int, warmup: int, settings: TrainSettings) -> float:
-    """Linear warm-up, then cosine decay to lr * lr_decay_floor."""
-    if step < warmup:
-        return settings.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    floor = settings.lr * settings.lr_decay_floor
-    return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def fiber_batches(
+    head: nn.Module, features: Sequence[torch.Tensor], fiber_batch: int, generator: torch.Generator
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """An image batch's fibers, layer by layer, in shuffled batches of ``fiber_batch``.
 
+    Args:
+        head: the flow head (it cuts features into fibers and their conditions).
+        features: the batch's encoder features per layer.
+        fiber_batch: fibers per batch.
+        generator: the run's random stream (shuffles).
 
-def _fiber_steps(head: nn.Module, features: Sequence[torch.Tensor], settings: TrainSettings,
-                 generator: torch.Generator) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    Returns:
+        An iterator of (layer, indices into the layer's fibers, fibers, conditions).
+    """
     for layer, feature in enumerate(features):
         fibers, cond = head.fibers(feature)
         order = torch.randperm(fibers.shape[0], generator=generator)
-        for i in range(0, fibers.shape[0], settings.fiber_batch):
-            idx = order[i : i + settings.fiber_batch]
-            yield layer, fibers[idx], cond[idx]
+        for i in range(0, fibers.shape[0], fiber_batch):
+            idx = order[i : i + fiber_batch]
+            yield layer, idx, fibers[idx], cond[idx]
+
+
+def _schedule(settings: TrainSettings, batches: FeatureBatches | SANFlowBatches) -> Schedule:
+    frames_per_batch = min(batches.batch, len(batches.frames))
+    return Schedule.for_batches(settings, batches.grids, frames_per_batch, len(batches))
 
 
 def train_head(
@@ -155,32 +173,33 @@ def train_head(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Fit ``head`` by maximum likelihood on the fibers of ``batches``; returns epoch history."""
-    probe = batches.cache[0] if batches.cache is not None else batches._compute(0)
-    steps_per_batch = sum(
-        math.ceil(f.shape[0] * f.shape[2] * f.shape[3] / settings.fiber_batch) for f in probe
-    )
-    steps_per_epoch = steps_per_batch * len(batches)  # approximate for a short last batch
-    total, warmup = steps_per_epoch * settings.epochs, steps_per_epoch * settings.warmup_epochs
-    optimizer = torch.optim.Adam(head.parameters(), lr=settings.lr)
+    """Fit ``head`` by maximum likelihood on the fibers of ``batches``.
+
+    Args:
+        head: the CFLOW flow head.
+        batches: the training frames' features.
+        settings: the training settings.
+        generator: the run's random stream.
+        progress: show a progress bar.
+        on_epoch: called with each epoch's record.
+
+    Returns:
+        The epoch history.
+    """
+    schedule = _schedule(settings, batches)
+    optimizer = schedule.optimizer(head.parameters())
     history: list[dict] = []
-    step = 0
     head.train()
     bar = tqdm(total=settings.epochs * len(batches), desc="training", unit="batch",
                disable=not progress)
     for epoch in range(settings.epochs):
         loss_sum, nll_sum, count = 0.0, 0.0, 0
         for features in batches.epoch(generator):
-            for layer, fibers, cond in _fiber_steps(head, features, settings, generator):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, total, warmup, settings)
+            for layer, _idx, fibers, cond in fiber_batches(head, features, settings.fiber_batch, generator):
                 log_p = head.fiber_log_prob(layer, fibers, cond)
                 per_dim = log_p / fibers.shape[1]
                 loss = -F.logsigmoid(per_dim).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
+                schedule.fiber_step(optimizer, loss)
                 loss_sum += float(loss.detach()) * fibers.shape[0]
                 nll_sum += float(-per_dim.detach().sum())
                 count += fibers.shape[0]
@@ -188,7 +207,7 @@ def train_head(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(count, 1):.4f}",
                             nll=f"{nll_sum / max(count, 1):.3f}")
         record = {"epoch": epoch + 1, "loss": loss_sum / max(count, 1),
-                  "nll_per_dim": nll_sum / max(count, 1), "lr": lr_at(step - 1, total, warmup, settings)}
+                  "nll_per_dim": nll_sum / max(count, 1), "lr": schedule.last_lr()}
         history.append(record)
         log.info("epoch %d: loss %.4f, NLL/dim %.4f", epoch + 1, record["loss"], record["nll_per_dim"])
         if on_epoch:
@@ -207,18 +226,23 @@ def train_sanflow_head(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Fit a SANFlow head: CFLOW's fiber steps on the flows with SANFlow's loss
-    (:meth:`SANFlowHead.fiber_loss`), one step per image batch on the statistics network."""
-    probe = batches.encoder(to_input(batches.frames[:1], batches.size))
-    frames_per_batch = min(batches.batch, len(batches.frames))
-    steps_per_batch = sum(
-        math.ceil(frames_per_batch * f.shape[2] * f.shape[3] / settings.fiber_batch) for f in probe
-    )
-    steps_per_epoch = steps_per_batch * len(batches)  # approximate for a short last batch
-    total, warmup = steps_per_epoch * settings.epochs, steps_per_epoch * settings.warmup_epochs
-    flow_opt = torch.optim.Adam(head.flows.parameters(), lr=settings.lr)
-    stats_opt = torch.optim.Adam(head.stats.parameters(), lr=settings.lr) if head.stats is not None else None
+    (:meth:`SANFlowHead.fiber_loss`), one step per image batch on the statistics network.
+
+    Args:
+        head: the SANFlow head.
+        batches: the training frames, their features and anomaly masks.
+        settings: the training settings.
+        generator: the run's random stream.
+        progress: show a progress bar.
+        on_epoch: called with each epoch's record.
+
+    Returns:
+        The epoch history.
+    """
+    schedule = _schedule(settings, batches)
+    flow_opt = schedule.optimizer(head.flows.parameters())
+    stats_opt = schedule.optimizer(head.stats.parameters()) if head.stats is not None else None
     history: list[dict] = []
-    step = 0
     head.train()
     bar = tqdm(total=settings.epochs * len(batches), desc="training sanflow", unit="batch",
                disable=not progress)
@@ -232,42 +256,30 @@ def train_sanflow_head(
             if head.stats is not None:
                 raw_maps = head.statistics_maps(images, sizes)
                 leaves = [r.detach().requires_grad_() for r in raw_maps]
+            cells = grid_masks(masks, sizes)
             batch_steps = 0
-            for layer, (feature, cells) in enumerate(zip(features, grid_masks(masks, sizes), strict=True)):
-                fibers, cond = head.fibers(feature)
-                anomalous = cells.reshape(-1)
-                order = torch.randperm(fibers.shape[0], generator=generator)
-                for i in range(0, fibers.shape[0], settings.fiber_batch):
-                    idx = order[i : i + settings.fiber_batch]
-                    for group in flow_opt.param_groups:
-                        group["lr"] = lr_at(step, total, warmup, settings)
-                    raw = leaves[layer].permute(0, 2, 3, 1).reshape(-1, 2)[idx] if leaves else None
-                    loss, parts = head.fiber_loss(layer, fibers[idx], cond[idx], raw, anomalous[idx],
-                                                  settings.sanflow_bce_weight, settings.sanflow_kl_weight)
-                    flow_opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    flow_opt.step()
-                    step += 1
-                    batch_steps += 1
-                    n = idx.shape[0]
-                    sums["loss"] += float(loss.detach()) * n
-                    for key in ("nll", "bce", "kl"):
-                        sums[key] += float(parts[key].sum())
-                    normal = ~anomalous[idx]
-                    normal_nll += float(parts["nll_per_dim"][normal].sum())
-                    normal_count += int(normal.sum())
-                    anomalous_count += n - int(normal.sum())
-                    count += n
+            for layer, idx, fibers, cond in fiber_batches(head, features, settings.fiber_batch, generator):
+                anomalous = cells[layer].reshape(-1)[idx]
+                raw = leaves[layer].permute(0, 2, 3, 1).reshape(-1, 2)[idx] if leaves else None
+                loss, parts = head.fiber_loss(layer, fibers, cond, raw, anomalous,
+                                              settings.sanflow_bce_weight, settings.sanflow_kl_weight)
+                schedule.fiber_step(flow_opt, loss)
+                batch_steps += 1
+                n = idx.shape[0]
+                sums["loss"] += float(loss.detach()) * n
+                for key in ("nll", "bce", "kl"):
+                    sums[key] += float(parts[key].sum())
+                normal = ~anomalous
+                normal_nll += float(parts["nll_per_dim"][normal].sum())
+                normal_count += int(normal.sum())
+                anomalous_count += n - int(normal.sum())
+                count += n
             if stats_opt is not None:
                 # The fiber steps left d(loss)/d(statistics) on the leaves, summed over steps:
                 # one step on the network for the batch's mean fiber-step loss.
-                for group in stats_opt.param_groups:
-                    group["lr"] = lr_at(max(step - 1, 0), total, warmup, settings)
-                stats_opt.zero_grad(set_to_none=True)
                 grads = [leaf.grad / batch_steps if leaf.grad is not None else torch.zeros_like(leaf)
                          for leaf in leaves]
-                torch.autograd.backward(raw_maps, grads)
-                stats_opt.step()
+                schedule.batch_step(stats_opt, raw_maps, grads)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / max(count, 1):.4f}",
                             nll=f"{normal_nll / max(normal_count, 1):.3f}")
@@ -279,7 +291,7 @@ def train_sanflow_head(
             "bce": sums["bce"] / max(count, 1),
             "kl_per_dim": sums["kl"] / max(count, 1),
             "anomalous_fraction": anomalous_count / max(count, 1),
-            "lr": lr_at(step - 1, total, warmup, settings),
+            "lr": schedule.last_lr(),
         }
         history.append(record)
         log.info("epoch %d: loss %.4f, NLL/dim %.4f, BCE %.4f, KL/dim %.4f", epoch + 1, record["loss"],
@@ -303,14 +315,46 @@ def head_config(settings: TrainSettings, feature_dims: Sequence[int]) -> dict:
 
 
 def augment_settings(settings: TrainSettings) -> AugmentSettings:
-    return AugmentSettings(settings.sanflow_jitter, settings.sanflow_flip_prob, settings.sanflow_border)
+    """SANFlow's synthetic anomalies as ``settings`` configure them.
+
+    Args:
+        settings: the training settings.
+
+    Returns:
+        The ``sanflow_jitter``, ``sanflow_flip_prob`` and ``sanflow_border`` settings.
+    """
+    return AugmentSettings(jitter=settings.sanflow_jitter, flip_prob=settings.sanflow_flip_prob,
+                           border=settings.sanflow_border)
+
+
+def score_settings(settings: TrainSettings) -> ScoreSettings:
+    """How a model trained with ``settings`` reads its frame score off the map: the one
+    place a trained model's score settings come from.
+
+    Args:
+        settings: the training settings.
+
+    Returns:
+        Their ``reduction``, ``topk`` and ``blur_sigma``.
+    """
+    return ScoreSettings(reduction=settings.reduction, topk=settings.topk, blur_sigma=settings.blur_sigma)
 
 
 @torch.no_grad()
-def measure_normal(
+def measure_nll(
     model: SceneModel, encoder: Encoder, frames: Sequence[np.ndarray], batch: int
 ) -> list[torch.Tensor]:
-    """NLL-per-dimension maps of frames, concatenated per layer: [(N, H_l, W_l)]."""
+    """NLL-per-dimension maps of frames, concatenated per layer.
+
+    Args:
+        model: the scene model (its head and input size).
+        encoder: the feature encoder.
+        frames: BGR frames.
+        batch: frames per encoder and flow pass.
+
+    Returns:
+        Per layer, the maps (N, H_l, W_l).
+    """
     per_layer: list[list[torch.Tensor]] = []
     for i in range(0, len(frames), batch):
         images = to_input(frames[i : i + batch], model.input_size)
@@ -373,9 +417,9 @@ def train_scene(
     model = SceneModel(
         kind=settings.model, head=head, encoder=encoder.name, encoder_digest=encoder.digest,
         input_size=settings.input_size,
-        settings=ScoreSettings(settings.reduction, settings.topk, settings.blur_sigma),
+        settings=score_settings(settings),
     )
-    holdout_nll = measure_normal(model, encoder, holdout_frames, settings.image_batch)
+    holdout_nll = measure_nll(model, encoder, holdout_frames, settings.image_batch)
     model.stats, model.calibration = fit_normal_statistics(
         holdout_nll, settings.input_size, model.settings, settings.position_norm,
         settings.false_alarm_rate,
@@ -384,4 +428,12 @@ def train_scene(
 
 
 def settings_summary(settings: TrainSettings) -> dict:
-    return asdict(settings)
+    """The settings as a plain dict (for checkpoint metadata and reports).
+
+    Args:
+        settings: the training settings.
+
+    Returns:
+        Every field by name.
+    """
+    return settings.model_dump()

@@ -26,9 +26,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from scenes.checkpoint import CheckpointError
     from scenes.registry import UnknownSceneError
     from streamer.video import SourceError
+    from training.testset import EvaluationError
 
     return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
-            InvalidSceneIdError, EncoderMismatchError, BusError, StoreError, AlertNotFoundError)
+            InvalidSceneIdError, EncoderMismatchError, BusError, StoreError, AlertNotFoundError,
+            EvaluationError)
 
 
 def _registry(cfg: VigilConfig, override: Path | None):
@@ -44,8 +46,6 @@ def _encoder(cfg: VigilConfig, weights: Path | None):
 
 
 def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
-    from dataclasses import replace
-
     from common.ids import validate_scene_id
     from training.data import load_scene_frames, stc_training_videos
     from training.train import settings_summary, train_scene
@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
     if args.model:
         overrides["model"] = args.model
-    settings = replace(settings, **overrides)
+    settings = settings.with_changes(**overrides)
     if args.stc_root:
         videos = stc_training_videos(args.stc_root, args.scene)
     elif args.videos:

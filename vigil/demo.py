@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -68,7 +67,7 @@ def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     normal, camera = write_demo_videos(out)
-    settings = replace(cfg.training, epochs=epochs)
+    settings = cfg.training.with_changes(epochs=epochs)
     encoder = Encoder(cfg.encoder.name, cfg.encoder.weights)
     data = load_scene_frames([normal], settings.input_size, settings.holdout_fraction)
     print(f"[1/3] training scene 'campus' on {len(data.train)} normal frames "

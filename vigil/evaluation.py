@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,10 @@ from detector.model import SceneModel
 from scenes.registry import SceneRegistry
 from streamer.video import SourceError
 from training.data import load_scene_frames, stc_training_videos
-from training.evaluate import stc_test_clips
-from training.stc_eval import SceneRun, discover_scenes, peak_rss_mb, score_stc, write_report
+from training.evaluate import SceneEvaluation
+from training.report import write_report
+from training.stc_eval import peak_rss_mb, score_stc
+from training.testset import discover_scenes, stc_test_clips
 from training.train import settings_summary, train_scene
 from vigil.config import VigilConfig
 from vigil.runner import Pipeline
@@ -37,7 +38,7 @@ def scene_models(cfg: VigilConfig, encoder: Encoder, root: Path, scenes: list[st
     for scene in scenes:
         stc_test_clips(root, scene)  # a missing scene fails here, before any training
         if train:
-            settings = replace(cfg.training, model=model_kind or cfg.training.model)
+            settings = cfg.training.with_changes(model=model_kind or cfg.training.model)
             data = load_scene_frames(stc_training_videos(root, scene), settings.input_size,
                                      settings.holdout_fraction, settings.frame_stride,
                                      settings.max_frames_per_video)
@@ -51,7 +52,7 @@ def scene_models(cfg: VigilConfig, encoder: Encoder, root: Path, scenes: list[st
     return models
 
 
-def pipeline_scores(cfg: VigilConfig, root: Path, runs: list[SceneRun], checkpoints: Path,
+def pipeline_scores(cfg: VigilConfig, root: Path, runs: list[SceneEvaluation], checkpoints: Path,
                     out: Path) -> dict[str, dict[int, float]]:
     """Replay every evaluated test clip through the streaming pipeline; scores by clip and seq."""
     clips = {c.name: (run.scene, len(c.labels)) for run in runs for c in run.clips}

@@ -1,5 +1,6 @@
-"""STC evaluation: AUPRO and smoothing on known answers, and `vigil eval stc` end to end on a
-tiny STC-layout dataset (training, offline scoring, the streaming pipeline, the report)."""
+"""STC evaluation: `vigil eval stc` end to end on a tiny STC-layout dataset (training,
+offline scoring, the streaming pipeline, the report), and its skipping of bad clips.
+AUPRO's known answers are in test_metrics.py, smoothing's in test_report.py."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import numpy as np
 import pytest
 
 from tests.stc_fixture import TEST_FRAMES, make_tiny_stc
-from training.metrics import BinnedPRO
-from training.stc_eval import causal_mean
 from vigil.cli import main
 
 TINY_TRAINING = """
@@ -24,40 +23,6 @@ training:
   coupling_blocks: 2
   cond_dim: 32
 """
-
-
-def test_aupro_of_a_perfect_map_is_one() -> None:
-    mask = np.zeros((20, 20), np.uint8)
-    mask[2:5, 2:5] = 1
-    mask[10:15, 10:12] = 1
-    pro = BinnedPRO(0, 1, 1000)
-    pro.update(mask.astype(float), mask)
-    assert pro.aupro(0.3) == pytest.approx(1.0)
-
-
-def test_aupro_known_answer() -> None:
-    # Two regions: A entirely at 0.9, B entirely at 0.5; normal pixels: 10 % at 0.7, the rest 0.
-    # Thresholds above 0.9: nothing. In (0.7, 0.9]: PRO 0.5 at FPR 0. In (0.5, 0.7]: FPR 0.1,
-    # PRO 0.5. In (0, 0.5]: PRO 1 at FPR 0.1. Below: FPR 1. PRO(FPR) on [0, 0.3] is 0.5 at 0,
-    # rises to 1 at FPR 0.1 along the vertical, then from (0.1, 1) linearly to (1, 1): area
-    # = 0.1 * 0.5 (trapezoid from (0,0.5) to (0.1,0.5)) + 0.2 * 1.0 = 0.25, / 0.3.
-    scores = np.zeros((10, 100))
-    mask = np.zeros((10, 100), np.uint8)
-    mask[0, 0:10] = 1
-    scores[0, 0:10] = 0.9
-    mask[5, 50:60] = 1
-    scores[5, 50:60] = 0.5
-    normal = np.flatnonzero(mask.ravel() == 0)
-    scores.ravel()[normal[: len(normal) // 10]] = 0.7
-    pro = BinnedPRO(0, 1, 1000)
-    pro.update(scores, mask)
-    assert pro.aupro(0.3) == pytest.approx(0.25 / 0.3, abs=2e-3)
-
-
-def test_causal_mean_uses_no_future_frames() -> None:
-    scores = np.array([0.0, 3.0, 0.0, 0.0, 9.0])
-    assert causal_mean(scores, 2).tolist() == [0.0, 1.5, 1.5, 0.0, 4.5]
-    assert causal_mean(scores, 1).tolist() == scores.tolist()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Training a scene head: likelihood goes up, schedule, calibration on held-out frames."""
+"""Training a scene head: likelihood goes up, calibration on held-out frames, CFLOW and
+SANFlow on one schedule (the schedule itself: test_schedule.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from detector.encoders import Encoder
 from tests.conftest import TINY_SIZE, resize, tiny_settings
-from training.train import TrainResult, TrainSettings, lr_at, train_scene
+from training.schedule import lr_at
+from training.train import TrainResult, TrainSettings, train_scene
 
 
 def test_short_training_lowers_the_nll(encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
@@ -47,33 +49,26 @@ def test_training_is_reproducible(encoder: Encoder, clip_frames: list[np.ndarray
     assert a.model.calibration == b.model.calibration
 
 
+def test_cflow_and_sanflow_follow_one_schedule(encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
+    small = resize(clip_frames[:12], 32)
+    same = dict(input_size=32, epochs=2, warmup_epochs=1, fiber_batch=256, cond_dim=8, blur_sigma=0.0,
+                lr=1e-3)
+    cflow = train_scene(encoder, small[:8], small[8:], tiny_settings(**same), progress=False)
+    sanflow = train_scene(encoder, small[:8], small[8:], _sanflow_settings(**same, sanflow_augment=False),
+                          progress=False)
+    # One image batch of 8 frames, grids 4x4, 2x2, 1x1 at 32 px: one fiber batch per layer.
+    per_epoch = sum(math.ceil(8 * cells / 256) for cells in (16, 4, 1))
+    lrs = [lr_at(epoch * per_epoch - 1, 2 * per_epoch, per_epoch, tiny_settings(**same)) for epoch in (1, 2)]
+    assert [h["lr"] for h in cflow.history] == [h["lr"] for h in sanflow.history] == lrs
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] < lrs[0]
+
+
 def test_training_needs_frames(encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
     small = resize(clip_frames[:3], 32)
     with pytest.raises(ValueError, match="no training frames"):
         train_scene(encoder, [], small, tiny_settings(input_size=32), progress=False)
     with pytest.raises(ValueError, match="at least 2 held-out"):
         train_scene(encoder, small[:2], small[2:], tiny_settings(input_size=32), progress=False)
-
-
-def test_learning_rate_schedule() -> None:
-    s = TrainSettings(lr=1e-3, lr_decay_floor=0.01)
-    total, warmup = 100, 10
-    assert lr_at(0, total, warmup, s) == pytest.approx(1e-4)
-    assert lr_at(9, total, warmup, s) == pytest.approx(1e-3)
-    assert lr_at(10, total, warmup, s) == pytest.approx(1e-3)
-    assert lr_at(100, total, warmup, s) == pytest.approx(1e-5)
-    lrs = [lr_at(i, total, warmup, s) for i in range(warmup, total + 1)]
-    assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))
-    assert lr_at(0, total, 0, s) == pytest.approx(1e-3)  # no warm-up
-
-
-def test_settings_are_strict() -> None:
-    from pydantic import ValidationError
-
-    with pytest.raises(ValidationError):
-        TrainSettings(epoch=3)  # type: ignore[call-arg]
-    with pytest.raises(ValidationError):
-        TrainSettings(reduction="mean")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- SANFlow
