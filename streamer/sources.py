@@ -63,7 +63,7 @@ from streamer.video import (
     DEFAULT_DIR_FPS,
     IMAGE_SUFFIXES,
     SourceError,
-    _numbered_images,
+    numbered_images,
     iter_video_frames,
     read_image_file,
     read_jpeg_file,
@@ -421,14 +421,14 @@ class FrameDirSource(_Replay):
         p = Path(self.camera.url)
         if not p.is_dir():
             raise SourceError(f"camera {self.camera.id}: frame folder not found: {p}")
-        if not _numbered_images(p):
+        if not numbered_images(p):
             raise SourceError(
                 f"camera {self.camera.id}: frame folder is empty: {p} "
                 f"(no numbered {'/'.join(sorted(IMAGE_SUFFIXES))} files)"
             )
 
     def _pass(self) -> Generator[tuple[int, int, Callable[[], Loaded | None]], None, None]:
-        for index, file in _numbered_images(Path(self.camera.url)):
+        for index, file in numbered_images(Path(self.camera.url)):
             yield index, int(round(index / DEFAULT_DIR_FPS * 1000.0)), (lambda f=file: self._load(f))
 
     def _load(self, file: Path) -> Loaded | None:

@@ -40,6 +40,7 @@ __all__ = [
     "VideoInfo",
     "VideoWriter",
     "iter_frame_dir",
+    "numbered_images",
     "iter_frames",
     "iter_video_frames",
     "video_info",
@@ -225,7 +226,7 @@ def _timestamp_ms(vf: Any, stream: Any, start: int | None, seq: int, fps: float)
     return 0
 
 
-def _numbered_images(path: Path) -> list[tuple[int, Path]]:
+def numbered_images(path: Path) -> list[tuple[int, Path]]:
     """Images in ``path`` with an integer stem, sorted by that number."""
     found: dict[int, Path] = {}
     skipped = 0
@@ -277,7 +278,7 @@ def iter_frame_dir(
         raise SourceError(f"frame folder not found: {p}")
     if not p.is_dir():
         raise SourceError(f"not a frame folder: {p}")
-    images = _numbered_images(p)
+    images = numbered_images(p)
     if not images:
         raise SourceError(
             f"frame folder is empty: {p} (no numbered {'/'.join(sorted(IMAGE_SUFFIXES))} files)"
@@ -352,7 +353,7 @@ def video_info(path: PathLike) -> VideoInfo:
     """
     if not _is_url(path) and Path(path).is_dir():
         p = Path(path)
-        images = _numbered_images(p)
+        images = numbered_images(p)
         if not images:
             raise SourceError(f"frame folder is empty: {p}")
         h, w = _read_image(images[0][1]).shape[:2]

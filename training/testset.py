@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.video import _numbered_images
+from streamer.video import numbered_images
 
 
 class EvaluationError(RuntimeError):
@@ -86,7 +86,7 @@ def frame_count(clip: TestClip) -> int:
     Returns:
         The number of frames.
     """
-    return len(_numbered_images(clip.frames))
+    return len(numbered_images(clip.frames))
 
 
 def load_masks(clip: TestClip, n_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
