@@ -63,8 +63,8 @@ from streamer.video import (
     DEFAULT_DIR_FPS,
     IMAGE_SUFFIXES,
     SourceError,
-    numbered_images,
     iter_video_frames,
+    numbered_images,
     read_image_file,
     read_jpeg_file,
 )
