@@ -114,14 +114,35 @@ def cmd_score(args: argparse.Namespace, cfg: VigilConfig) -> int:
 
 
 def cmd_scenes(args: argparse.Namespace, cfg: VigilConfig) -> int:
-    from scenes.checkpoint import read_meta
-
+    """List every scene folder with its status, a health check: exit 1 if any is unhealthy."""
+    number = (int, float)
+    shown = {"kind": str, "encoder.name": str, "calibration.threshold": number,
+             "calibration.method": str, "calibration.false_alarm_rate": number}
     registry = _registry(cfg, args.registry)
-    for scene in registry.scenes():
-        meta = read_meta(registry.path(scene))
-        cal = meta["calibration"]
-        print(f"{scene}\t{meta['kind']}\t{meta['encoder']['name']}\tthreshold {cal['threshold']:.4f}"
-              f" ({cal['method']}, FAR {cal['false_alarm_rate']})")
+    report = registry.health(shown)
+    rows = []
+    for health in report:
+        row = health.to_dict()
+        if health.ok:
+            meta = health.meta or {}
+            cal = meta["calibration"]
+            row.update(kind=meta["kind"], encoder=meta["encoder"]["name"], threshold=cal["threshold"],
+                       method=cal["method"], false_alarm_rate=cal["false_alarm_rate"])
+        rows.append(row)
+    bad = [h for h in report if not h.ok]
+    if args.json:
+        print(json.dumps({"root": str(registry.root), "healthy": not bad, "scenes": rows}, indent=2))
+    else:
+        for row in rows:
+            if row["ok"]:
+                print(f"{row['scene']}\t{row['kind']}\t{row['encoder']}\tthreshold {row['threshold']:.4f}"
+                      f" ({row['method']}, FAR {row['false_alarm_rate']})")
+            else:
+                print(f"{row['scene']}\t{row['status']}")
+    if bad:
+        print(f"vigil: {len(bad)} of {len(report)} scenes in {registry.root} unhealthy: "
+              f"{', '.join(h.scene for h in bad)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -247,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.set_defaults(func=cmd_score)
 
-    sc = sub.add_parser("scenes", help="list trained scenes")
+    sc = sub.add_parser("scenes", help="list trained scenes with their health (exit 1 if any is unhealthy)")
+    sc.add_argument("--json", action="store_true", help="print the listing as JSON, for monitoring")
     common(sc)
     sc.set_defaults(func=cmd_scenes)
 
@@ -303,14 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from common.redact import install_redaction, redact_url
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_redaction()  # every root handler: no library's log line shows a secret, at any level
     try:
         cfg = load_config(args.config)
         return args.func(args, cfg)
     except _user_errors() as exc:
-        print(f"vigil: error: {exc}", file=sys.stderr)
+        print(f"vigil: error: {redact_url(exc)}", file=sys.stderr)
         return 2
 
 
