@@ -67,7 +67,8 @@ def main() -> None:
         t0 = time.perf_counter()
         data = load_scene_frames(stc_training_videos(args.root, scene), settings.input_size,
                                  settings.holdout_fraction)
-        result = train_scene(encoder, data.train, data.holdout, settings)
+        result = train_scene(encoder, data.train, data.holdout, settings,
+                         train_runs=data.train_runs, holdout_runs=data.holdout_runs)
         train_s = time.perf_counter() - t0
         save_scene(registry, scene, result.model, {"training": {**data.summary, "history": result.history}})
         models = {}

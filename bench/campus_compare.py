@@ -80,7 +80,8 @@ def train_job(root: str, scene: str, name: str, settings: dict, registry: str, t
     data = load_scene_frames(stc_training_videos(root, scene), s.input_size, s.holdout_fraction,
                              s.frame_stride, s.max_frames_per_video)
     decode_s = time.perf_counter() - t0
-    result = train_scene(encoder, data.train, data.holdout, s, progress=False)
+    result = train_scene(encoder, data.train, data.holdout, s, progress=False,
+                         train_runs=data.train_runs, holdout_runs=data.holdout_runs)
     train_rss = peak_rss_mb()
     save_scene(SceneRegistry(registry), scene, result.model, {
         "training": {**data.summary, "settings": settings_summary(s), "history": result.history,

@@ -5,25 +5,55 @@ the one place that knows what a :class:`~detector.model.SceneModel` keeps in one
 
     tensors   ``head.*`` flow-head weights, the normal statistics' tensors
     meta      model kind and head config, encoder name, weights digest and pooling
-              layers, input size, normalisation, calibration, score settings
+              layers, input size, normalisation, calibration, score settings; for a
+              scene with a motion channel ``motion`` (its settings, head config,
+              normalisation, calibration and weight) and ``motion.*`` tensors
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from detector.anomaly_map import MapStatistics
 from detector.calibration import Calibration
+from detector.cflow import CFlowHead
 from detector.encoders import ENCODERS
 from detector.model import SceneModel, ScoreSettings, build_head
+from detector.motion import MotionSettings
 from scenes.checkpoint import CheckpointError, StoredCheckpoint, read_checkpoint, write_checkpoint
 from scenes.registry import SceneRegistry
 
+if TYPE_CHECKING:
+    from detector.model import MotionModel
+
 #: The metadata keys a scene model writes; extra metadata may not replace them.
 MODEL_KEYS = ("format_version", "package_version", "kind", "head", "encoder", "input_size",
-              "normalisation", "calibration", "score")
+              "normalisation", "calibration", "score", "motion")
+_MOTION = "motion."  # prefix of the motion channel's tensors
+
+
+def _motion_checkpoint(motion: MotionModel) -> tuple[dict[str, torch.Tensor], dict]:
+    if motion.stats is None or motion.calibration is None:
+        raise CheckpointError("refusing to save a motion channel without statistics and calibration")
+    head = motion.head.state_dict()
+    tensors = {f"{_MOTION}head.{k}": v.detach().cpu().contiguous() for k, v in head.items()}
+    tensors.update({_MOTION + k: v for k, v in motion.stats.tensors().items()})
+    return tensors, {"settings": motion.settings.model_dump(), "head": motion.head.config(),
+                     "normalisation": motion.stats.meta(), "calibration": motion.calibration.to_dict(),
+                     "weight": motion.weight}
+
+
+def _motion_model(meta: dict, tensors: dict[str, torch.Tensor]) -> MotionModel:
+    from detector.model import MotionModel
+    own = {k[len(_MOTION):]: v for k, v in tensors.items() if k.startswith(_MOTION)}
+    head = CFlowHead(**meta["head"])
+    head.load_state_dict({k[5:]: v for k, v in own.items() if k.startswith("head.")}, strict=True)
+    return MotionModel(settings=MotionSettings.model_validate(meta["settings"]), head=head.eval(),
+                       stats=MapStatistics.from_saved(meta["normalisation"], own),
+                       calibration=Calibration.from_dict(meta["calibration"]), weight=float(meta["weight"]))
 
 
 def to_checkpoint(model: SceneModel, extra: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -42,6 +72,10 @@ def to_checkpoint(model: SceneModel, extra: dict | None = None) -> tuple[dict[st
         "calibration": model.calibration.to_dict(),
         "score": model.settings.model_dump(),
     }
+    motion = getattr(model, "motion", None)
+    if motion is not None:
+        motion_tensors, meta["motion"] = _motion_checkpoint(motion)
+        tensors.update(motion_tensors)
     clash = sorted(set(MODEL_KEYS) & set(extra or {}))
     if clash:
         raise CheckpointError(f"extra checkpoint metadata may not replace {clash}")
@@ -64,6 +98,7 @@ def from_checkpoint(stored: StoredCheckpoint) -> SceneModel:
             stats=MapStatistics.from_saved(meta["normalisation"], tensors),
             calibration=Calibration.from_dict(meta["calibration"]),
             settings=ScoreSettings(**meta["score"]),
+            motion=_motion_model(meta["motion"], tensors) if meta.get("motion") else None,
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"corrupt or incompatible checkpoint {stored.folder}: {exc}") from exc

@@ -21,6 +21,7 @@ from common.config import Strict
 from detector.anomaly_map import MapStatistics, Reduction, anomaly_map, frame_score, nll_per_dim
 from detector.calibration import Calibration
 from detector.cflow import CFlowHead
+from detector.motion import MotionSettings
 from detector.sanflow import SANFlowHead
 
 HEADS: dict[str, type[nn.Module]] = {"cflow": CFlowHead, "sanflow": SANFlowHead}
@@ -77,6 +78,32 @@ class ScoredBatch:
     maps: torch.Tensor
     scores: np.ndarray
     raw: np.ndarray
+    has_motion: np.ndarray | None = None  # (B,) bool: scored with motion evidence
+
+
+@dataclass
+class MotionModel:
+    """A scene's motion channel (:mod:`detector.motion`): a CFLOW-AD flow over the motion
+    feature map, conditioned on the grid position, with the normal statistics of its NLL
+    and the calibration of frames that have motion evidence.
+
+    A frame with motion evidence is scored on ``appearance map + weight * motion map``
+    (both standardised NLL, upsampled to the input size) and calibrated with
+    :attr:`calibration`; a frame without (a camera's first frame, or the first after a
+    gap) is scored on appearance alone, with the scene model's own calibration.
+    """
+
+    settings: MotionSettings
+    head: CFlowHead
+    stats: MapStatistics | None = None
+    calibration: Calibration | None = None
+    weight: float = 1.0
+
+    @torch.no_grad()
+    def nll_maps(self, motion: torch.Tensor) -> list[torch.Tensor]:
+        """The NLL-per-dimension map (B, G, G) of motion features (B, 4, G, G), as a one-layer list."""
+        self.head.eval()
+        return nll_per_dim(self.head([motion]), self.head.feature_dims)
 
 
 @dataclass
@@ -91,6 +118,7 @@ class SceneModel:
     stats: MapStatistics | None = None
     calibration: Calibration | None = None
     settings: ScoreSettings = field(default_factory=ScoreSettings)
+    motion: MotionModel | None = None
 
     @property
     def feature_dims(self) -> list[int]:
@@ -112,21 +140,72 @@ class SceneModel:
             raise ValueError(f"a {self.kind} scene model needs the input images as well as the features")
         return nll_per_dim(self.head(features, images), self.feature_dims)
 
+    def motion_nll(self, motion: Sequence[np.ndarray | None]) -> tuple[np.ndarray, list[torch.Tensor] | None]:
+        """Which frames of a batch have motion evidence, and their motion NLL maps.
+
+        Args:
+            motion: per frame, its motion features (4, G, G) or None (no evidence).
+
+        Returns:
+            A boolean mask over the batch, and the one-layer NLL maps of the frames it
+            selects (None when the model has no motion channel or no frame has evidence).
+        """
+        has = np.array([m is not None for m in motion], dtype=bool)
+        if self.motion is None or not has.any():
+            return np.zeros(len(motion), dtype=bool), None
+        feats = torch.from_numpy(np.stack([m for m in motion if m is not None]))
+        return has, self.motion.nll_maps(feats)
+
     @torch.no_grad()
-    def score_nll(self, nll: Sequence[torch.Tensor]) -> ScoredBatch:
-        """Calibrated maps and scores from per-layer NLL maps (see :meth:`nll_maps`)."""
+    def raw_maps(
+        self, nll: Sequence[torch.Tensor], has_motion: np.ndarray | None = None,
+        motion_nll: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Uncalibrated anomaly maps (B, S, S): standardised appearance NLL, plus the weighted
+        standardised motion NLL for the frames ``has_motion`` selects."""
+        if self.stats is None:
+            raise RuntimeError("scene model is not calibrated (not trained?)")
+        size = (self.input_size, self.input_size)
+        maps = anomaly_map(nll, self.stats, size, self.settings.blur_sigma)
+        if motion_nll is not None and has_motion is not None and has_motion.any():
+            if self.motion is None or self.motion.stats is None:
+                raise RuntimeError("scene model has no calibrated motion channel")
+            rows = torch.from_numpy(np.flatnonzero(has_motion))
+            motion_map = anomaly_map(motion_nll, self.motion.stats, size, self.settings.blur_sigma)
+            maps[rows] = maps[rows] + self.motion.weight * motion_map
+        return maps
+
+    @torch.no_grad()
+    def score_nll(
+        self, nll: Sequence[torch.Tensor], has_motion: np.ndarray | None = None,
+        motion_nll: Sequence[torch.Tensor] | None = None,
+    ) -> ScoredBatch:
+        """Calibrated maps and scores from per-layer NLL maps (see :meth:`nll_maps`) and, for
+        the frames ``has_motion`` selects, their motion NLL maps (see :meth:`motion_nll`)."""
         if self.stats is None or self.calibration is None:
             raise RuntimeError("scene model is not calibrated (not trained?)")
-        maps = anomaly_map(nll, self.stats, (self.input_size, self.input_size), self.settings.blur_sigma)
+        maps = self.raw_maps(nll, has_motion, motion_nll)
         raw = frame_score(maps, self.settings.reduction, self.settings.topk).double().cpu().numpy()
+        n = len(raw)
+        with_motion = has_motion if has_motion is not None and motion_nll is not None else np.zeros(n, bool)
         cal = self.calibration
-        return ScoredBatch(
-            maps=(maps - cal.center) / (cal.threshold - cal.center),
-            scores=np.asarray(cal.calibrate(raw)),
-            raw=raw,
-        )
+        out = (maps - cal.center) / (cal.threshold - cal.center)
+        scores = np.asarray(cal.calibrate(raw), dtype=np.float64)
+        if with_motion.any():
+            if self.motion is None or self.motion.calibration is None:
+                raise RuntimeError("scene model has no calibrated motion channel")
+            mcal = self.motion.calibration
+            rows = torch.from_numpy(np.flatnonzero(with_motion))
+            out[rows] = (maps[rows] - mcal.center) / (mcal.threshold - mcal.center)
+            scores[with_motion] = np.asarray(mcal.calibrate(raw[with_motion]), dtype=np.float64)
+        return ScoredBatch(maps=out, scores=scores, raw=raw, has_motion=with_motion)
 
-    def score(self, features: Sequence[torch.Tensor], images: torch.Tensor | None = None) -> ScoredBatch:
+    def score(
+        self, features: Sequence[torch.Tensor], images: torch.Tensor | None = None,
+        motion: Sequence[np.ndarray | None] | None = None,
+    ) -> ScoredBatch:
         """Calibrated maps and scores of a batch from its encoder features (and its input
-        images, for heads that need them)."""
-        return self.score_nll(self.nll_maps(features, images))
+        images, for heads that need them, and per frame its motion features or None, for a
+        model with a motion channel)."""
+        has, motion_nll = self.motion_nll(motion) if motion is not None else (None, None)
+        return self.score_nll(self.nll_maps(features, images), has, motion_nll)

@@ -72,7 +72,7 @@ def score_source(
                 if frame is not None:
                     batch.append(frame)
                 if batch and (frame is None or len(batch) == batch_size):
-                    results = scorer.score_batch([f.image for f in batch])
+                    results = scorer.score_batch([f.image for f in batch], [f.seq for f in batch])
                     for f, r in zip(batch, results, strict=True):
                         rows.writerow([f.seq, f"{r.score:.6f}", f"{r.raw:.6f}"])
                         seqs.append(f.seq)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from detector.encoders import Encoder
-from detector.model import SceneModel, to_input
+from detector.model import SceneModel, resize_for_model, to_input
+from detector.motion import MotionTracker
 
 
 class EncoderMismatchError(RuntimeError):
@@ -50,11 +51,31 @@ class FrameScorer:
         self.encoder = encoder.to(self.device).eval()
         self.model = model
         self.model.head.to(self.device).eval()
+        # The scorer's frames are one stream ("camera"): a motion model compares each frame
+        # with the one before it (see :meth:`score_batch`).
+        self.motion = MotionTracker(model.motion.settings) if model.motion is not None else None
 
     @torch.no_grad()
-    def score_batch(self, frames_bgr: Sequence[np.ndarray]) -> list[FrameResult]:
-        images = to_input(frames_bgr, self.model.input_size).to(self.device)
-        scored = self.model.score(self.encoder(images), images)
+    def score_batch(
+        self, frames_bgr: Sequence[np.ndarray], seqs: Sequence[int] | None = None
+    ) -> list[FrameResult]:
+        """Score frames of one stream, in order.
+
+        Args:
+            frames_bgr: BGR frames of any size.
+            seqs: their frame numbers in the source. With a motion model, a frame whose
+                predecessor in the stream is at most ``max_step`` frames before it gets
+                motion evidence; without ``seqs`` every frame is scored on appearance alone.
+
+        Returns:
+            One result per frame.
+        """
+        inputs = [resize_for_model(f, self.model.input_size) for f in frames_bgr]
+        images = to_input(inputs, self.model.input_size).to(self.device)
+        motion = None
+        if self.motion is not None and seqs is not None:
+            motion = [self.motion.features("stream", int(q), f) for q, f in zip(seqs, inputs, strict=True)]
+        scored = self.model.score(self.encoder(images), images, motion)
         maps = scored.maps.float().cpu().numpy()
         return [
             FrameResult(maps[i], float(scored.scores[i]), float(scored.raw[i]))
@@ -64,11 +85,14 @@ class FrameScorer:
     def score_stream(
         self, frames_bgr: Iterable[np.ndarray], batch_size: int = 8
     ) -> Iterator[FrameResult]:
+        """Score consecutive frames of one stream (frame numbers 0, 1, 2, ...)."""
         batch: list[np.ndarray] = []
+        seq = 0
         for frame in frames_bgr:
             batch.append(frame)
             if len(batch) == batch_size:
-                yield from self.score_batch(batch)
+                yield from self.score_batch(batch, range(seq, seq + len(batch)))
+                seq += len(batch)
                 batch = []
         if batch:
-            yield from self.score_batch(batch)
+            yield from self.score_batch(batch, range(seq, seq + len(batch)))

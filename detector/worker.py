@@ -51,6 +51,7 @@ from common.retry import Backoff, Stopped, call_with_retry
 from detector.checkpoint import from_checkpoint, model_id
 from detector.encoders import Encoder
 from detector.model import SceneModel, resize_for_model, to_input
+from detector.motion import MotionTracker
 from detector.scorer import EncoderMismatchError, check_encoder
 from detector.settings import DetectorSettings
 from scenes.checkpoint import CheckpointError
@@ -139,10 +140,30 @@ class BatchScorer:
         self.half = settings.half and self.device.type == "cuda"
         self.cache = SceneCache(registry, self.encoder, self.device, settings.cache_models,
                                 settings.cache_mb * 2**20)
+        # Streaming state of scenes with a motion channel: per loaded model, each camera's
+        # last frame (MotionTracker). Dropped with the model when the cache evicts it.
+        self.motion: dict[str, MotionTracker] = {}
+
+    def _motion(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]) -> list[np.ndarray | None]:
+        """Each frame's motion features (None: no motion channel, or a gap), in record order:
+        a camera's frames are in order within a partition and a batch keeps that order."""
+        loaded = {e.model_id for e in self.cache.loaded.values()}
+        for gone in [m for m in self.motion if m not in loaded]:
+            del self.motion[gone]
+        out: list[np.ndarray | None] = []
+        for msg, image, scene in frames:
+            motion = scene.model.motion
+            if motion is None:
+                out.append(None)
+                continue
+            tracker = self.motion.setdefault(scene.model_id, MotionTracker(motion.settings))
+            out.append(tracker.features(msg.camera, msg.seq, image, msg.ts))
+        return out
 
     @torch.no_grad()
     def score(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]) -> list[ScoreMessage]:
         """One encoder pass per input size, then each scene's head on its frames."""
+        motion = self._motion(frames)
         by_size: dict[int, list[int]] = defaultdict(list)
         for i, (_msg, _img, scene) in enumerate(frames):
             by_size[scene.model.input_size].append(i)
@@ -157,7 +178,8 @@ class BatchScorer:
             for rows in by_scene.values():
                 loaded = frames[idx[rows[0]]][2]
                 result = loaded.model.score([f[rows] for f in features],
-                                            images[rows] if loaded.model.needs_images else None)
+                                            images[rows] if loaded.model.needs_images else None,
+                                            [motion[idx[j]] for j in rows])
                 maps = result.maps.float().cpu().numpy()
                 for r, j in enumerate(rows):
                     msg = frames[idx[j]][0]

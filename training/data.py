@@ -25,6 +25,10 @@ class SceneFrames:
     train: list[np.ndarray]
     holdout: list[np.ndarray]
     summary: dict = field(default_factory=dict)
+    # Lengths of the runs of consecutive frames (``frame_stride`` source frames apart) that
+    # ``train`` and ``holdout`` are made of, in order: motion pairs never cross a run.
+    train_runs: list[int] = field(default_factory=list)
+    holdout_runs: list[int] = field(default_factory=list)
 
 
 def stc_training_videos(root: str | Path, scene: str) -> list[Path]:
@@ -69,15 +73,19 @@ def load_scene_frames(
     videos = [_read(p, size, frame_stride, max_frames_per_video) for p in paths]
     train: list[np.ndarray] = []
     holdout: list[np.ndarray] = []
+    train_runs: list[int] = []
+    holdout_runs: list[int] = []
     held_names: list[str] = []
     if len(videos) >= 3:
         k = max(2, round(1 / holdout_fraction))
         for i, (path, frames) in enumerate(zip(paths, videos, strict=True)):
             if i % k == k - 1:
                 holdout.extend(frames)
+                holdout_runs.append(len(frames))
                 held_names.append(path.name)
             else:
                 train.extend(frames)
+                train_runs.append(len(frames))
     else:
         for path, frames in zip(paths, videos, strict=True):
             cut = max(1, int(round(len(frames) * (1 - holdout_fraction))))
@@ -85,6 +93,8 @@ def load_scene_frames(
                 raise SourceError(f"{path} has too few frames ({len(frames)}) to hold any out")
             train.extend(frames[:cut])
             holdout.extend(frames[cut:])
+            train_runs.append(cut)
+            holdout_runs.append(len(frames) - cut)
             held_names.append(f"{path.name}[{cut}:]")
     summary = {
         "videos": [p.name for p in paths],
@@ -94,4 +104,4 @@ def load_scene_frames(
         "holdout": held_names,
     }
     log.info("scene footage: %d training frames, %d held-out frames", len(train), len(holdout))
-    return SceneFrames(train, holdout, summary)
+    return SceneFrames(train, holdout, summary, train_runs, holdout_runs)

@@ -20,11 +20,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from detector.encoders import Encoder
-from detector.model import SceneModel
+from detector.model import SceneModel, resize_for_model
 from streamer.video import SourceError, iter_frame_dir
 from training.metrics import PixelMetrics, alarm_rates, auroc
 from training.testset import EvaluationError, TestClip, frame_count, load_masks, stc_test_clips
-from training.train import measure_nll
+from training.train import measure_nll, motion_sequence
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,22 @@ def _read_clip(clip: TestClip) -> tuple[list[np.ndarray], np.ndarray, np.ndarray
     return frames, labels, pixel_mask
 
 
+def clip_motion(model: SceneModel, frames: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+    """Motion features of a clip's frames, each from the one before it, as a stream gets them.
+
+    Args:
+        model: a scene model with a motion channel.
+        frames: the clip's BGR frames in order (any size; resized to the model input first,
+            as the detector worker does).
+
+    Returns:
+        Per frame its motion features, None for the first.
+    """
+    assert model.motion is not None
+    return motion_sequence([resize_for_model(f, model.input_size) for f in frames], None, 1,
+                           model.motion.settings)
+
+
 def score_scene(
     encoder: Encoder,
     variants: Mapping[str, SceneModel],
@@ -180,8 +196,11 @@ def score_scene(
             continue
         nll = measure_nll(first, encoder, frames, BATCH)
         layer_nll = [m.float().cpu().numpy() for m in nll] if keep_nll else []
+        # A clip is one camera's run of consecutive frames: its first frame has no motion evidence.
+        has_motion, motion_nll = (first.motion_nll(clip_motion(first, frames)) if first.motion is not None
+                                  else (None, None))
         for name, model in variants.items():
-            scored = model.score_nll(nll)
+            scored = model.score_nll(nll, has_motion, motion_nll)
             maps = scored.maps.float().cpu().numpy()
             result = results[name]
             if pixel_mask is not None:

@@ -8,7 +8,23 @@ from typing import Any, Literal
 from pydantic import Field
 
 from common.config import Strict
+from detector.motion import MotionSettings
 from detector.settings import Reduction
+
+
+class MotionTraining(Strict):
+    """The ``training.motion:`` section: whether a scene gets a motion channel
+    (:mod:`detector.motion`), how its motion features are computed and how its motion head
+    is trained. The head is a CFLOW-AD flow over the 4 motion channels, conditioned on the
+    grid position; it trains on the same schedule as the appearance head."""
+
+    enabled: bool = False
+    features: MotionSettings = Field(default_factory=MotionSettings)
+    weight: float = Field(default=1.0, gt=0, description="weight of the motion map in the joint map")
+    cond_dim: int = Field(default=64, ge=4, multiple_of=4)
+    coupling_blocks: int = Field(default=4, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    epochs: int | None = Field(default=None, ge=1, description="None: the appearance head's")
 
 
 class TrainSettings(Strict):
@@ -41,6 +57,7 @@ class TrainSettings(Strict):
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     frame_stride: int = Field(default=1, ge=1)
     max_frames_per_video: int | None = Field(default=None, ge=1)
+    motion: MotionTraining = Field(default_factory=MotionTraining)
     # SANFlow (model: sanflow). The ablations of the paper: sanflow_bce_weight: 0 (without
     # BCE), sanflow_kl_weight: 0 (without KL), sanflow_augment: false (without synthetic
     # anomalies), sanflow_fixed_variance: true (no statistics network; sigma^2 = prior mode).

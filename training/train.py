@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,8 +32,10 @@ from tqdm.auto import tqdm
 
 from detector.anomaly_map import MapStatistics, anomaly_map, frame_score
 from detector.calibration import Calibration
+from detector.cflow import CFlowHead
 from detector.encoders import Encoder
-from detector.model import SceneModel, ScoreSettings, build_head, to_input
+from detector.model import MotionModel, SceneModel, ScoreSettings, build_head, to_input
+from detector.motion import MOTION_CHANNELS, MotionSettings, flow_features, motion_frame
 from detector.sanflow import SANFlowHead, grid_masks
 from training.augment import AugmentSettings, SyntheticAnomalies
 from training.schedule import Schedule
@@ -48,6 +50,7 @@ class TrainResult:
     history: list[dict]
     holdout_nll: list[torch.Tensor]  # per-layer NLL maps of the held-out frames
     seconds: float
+    motion_history: list[dict] = field(default_factory=list)  # the motion head's, if any
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -89,6 +92,48 @@ class FeatureBatches:
     def epoch(self, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
         for idx in torch.randperm(len(self), generator=generator).tolist():
             yield self.get(idx)
+
+
+class MotionBatches:
+    """Precomputed motion features (N, 4, G, G) in image batches, with the interface of
+    :class:`FeatureBatches` (one "layer"), so the motion head trains with :func:`train_head`."""
+
+    def __init__(self, features: torch.Tensor, batch: int) -> None:
+        self.frames, self.batch = features, batch
+        self.grids = [(int(features.shape[2]), int(features.shape[3]))]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.frames) / self.batch)
+
+    def epoch(self, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
+        for idx in torch.randperm(len(self), generator=generator).tolist():
+            yield [self.frames[idx * self.batch : (idx + 1) * self.batch]]
+
+
+def motion_sequence(
+    frames: Sequence[np.ndarray], runs: Sequence[int] | None, step: int, settings: MotionSettings
+) -> list[np.ndarray | None]:
+    """Per frame, its motion features from the previous frame of its run (None for a run's first).
+
+    Args:
+        frames: BGR frames at the model input size, runs of consecutive frames one after another.
+        runs: the runs' lengths (None: one run).
+        step: source frames between consecutive frames of a run (``frame_stride``).
+        settings: how motion features are computed.
+
+    Returns:
+        One entry per frame.
+    """
+    grey = [motion_frame(f, settings) for f in frames]
+    out: list[np.ndarray | None] = []
+    start = 0
+    for n in runs if runs is not None else [len(frames)]:
+        out.extend(None if j == 0 else flow_features(grey[start + j - 1], grey[start + j], step, settings)
+                   for j in range(n))
+        start += n
+    if start != len(frames):
+        raise ValueError(f"runs cover {start} frames, but there are {len(frames)}")
+    return out
 
 
 class SANFlowBatches:
@@ -384,14 +429,95 @@ def fit_normal_statistics(
     return stats, Calibration.fit(torch.cat(raw).double().numpy(), false_alarm_rate)
 
 
+def train_motion(
+    model: SceneModel,
+    train_frames: Sequence[np.ndarray],
+    holdout_frames: Sequence[np.ndarray],
+    holdout_nll: Sequence[torch.Tensor],
+    settings: TrainSettings,
+    train_runs: Sequence[int] | None = None,
+    holdout_runs: Sequence[int] | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Give a trained, calibrated scene model its motion channel (``model.motion``).
+
+    The motion head trains on the motion features of consecutive training frames; the
+    held-out frames with a previous frame give its normal statistics and the calibration
+    of the joint (appearance + motion) score.
+
+    Args:
+        model: the scene model, its appearance head trained and calibrated.
+        train_frames: the training frames, as runs of consecutive frames.
+        holdout_frames: the held-out frames, likewise.
+        holdout_nll: the held-out frames' appearance NLL maps (:func:`measure_nll`).
+        settings: the training settings (``settings.motion`` among them).
+        train_runs: lengths of the runs of ``train_frames`` (None: one run).
+        holdout_runs: lengths of the runs of ``holdout_frames`` (None: one run).
+        progress: show a progress bar.
+
+    Returns:
+        The motion head's epoch history.
+    """
+    m = settings.motion
+    step = settings.frame_stride
+    train = [f for f in motion_sequence(train_frames, train_runs, step, m.features) if f is not None]
+    held = motion_sequence(holdout_frames, holdout_runs, step, m.features)
+    has = np.array([f is not None for f in held])
+    if not train or has.sum() < 2:
+        raise ValueError("the motion channel needs consecutive frames: at least 1 training pair and "
+                         f"2 held-out pairs (got {len(train)} and {int(has.sum())})")
+    head = CFlowHead([MOTION_CHANNELS], cond_dim=m.cond_dim, blocks=m.coupling_blocks, clamp=settings.clamp)
+    head_settings = settings.with_changes(lr=m.lr, epochs=m.epochs or settings.epochs)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    history = train_head(head, MotionBatches(torch.from_numpy(np.stack(train)), settings.image_batch),
+                         head_settings, generator, progress)
+    motion = MotionModel(settings=m.features, head=head, weight=m.weight)
+    held_nll = motion.nll_maps(torch.from_numpy(np.stack([f for f in held if f is not None])))
+    motion.stats = MapStatistics.from_nll(held_nll, settings.position_norm)
+    model.motion = motion
+    fit_motion_calibration(model, [n[torch.from_numpy(np.flatnonzero(has))] for n in holdout_nll], held_nll,
+                           settings.false_alarm_rate)
+    return history
+
+
+@torch.no_grad()
+def fit_motion_calibration(
+    model: SceneModel, nll: Sequence[torch.Tensor], motion_nll: Sequence[torch.Tensor],
+    false_alarm_rate: float,
+) -> Calibration:
+    """Calibrate the joint (appearance + motion) score of ``model`` on held-out frames.
+
+    Args:
+        model: a scene model whose motion channel has its statistics.
+        nll: the held-out frames' appearance NLL maps (frames with a predecessor only).
+        motion_nll: the same frames' motion NLL maps.
+        false_alarm_rate: the share of normal frames the threshold lets through.
+
+    Returns:
+        The calibration, also set as ``model.motion.calibration``.
+    """
+    assert model.motion is not None
+    joint = model.raw_maps(nll, np.ones(nll[0].shape[0], bool), motion_nll)
+    raw = frame_score(joint, model.settings.reduction, model.settings.topk).double().numpy()
+    model.motion.calibration = Calibration.fit(raw, false_alarm_rate)
+    return model.motion.calibration
+
+
 def train_scene(
     encoder: Encoder,
     train_frames: Sequence[np.ndarray],
     holdout_frames: Sequence[np.ndarray],
     settings: TrainSettings,
     progress: bool = True,
+    train_runs: Sequence[int] | None = None,
+    holdout_runs: Sequence[int] | None = None,
 ) -> TrainResult:
-    """Train a scene model on normal frames and calibrate it on held-out normal frames."""
+    """Train a scene model on normal frames and calibrate it on held-out normal frames.
+
+    With ``settings.motion.enabled``, the model also gets a motion channel
+    (:func:`train_motion`); ``train_runs`` / ``holdout_runs`` then say where the runs of
+    consecutive frames begin and end (None: the frames are one run).
+    """
     if not train_frames:
         raise ValueError("no training frames")
     if len(holdout_frames) < 2:
@@ -424,7 +550,9 @@ def train_scene(
         holdout_nll, settings.input_size, model.settings, settings.position_norm,
         settings.false_alarm_rate,
     )
-    return TrainResult(model, history, holdout_nll, time.perf_counter() - start)
+    motion_history = (train_motion(model, train_frames, holdout_frames, holdout_nll, settings, train_runs,
+                                   holdout_runs, progress) if settings.motion.enabled else [])
+    return TrainResult(model, history, holdout_nll, time.perf_counter() - start, motion_history)
 
 
 def settings_summary(settings: TrainSettings) -> dict:

@@ -55,6 +55,8 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
     if args.model:
         overrides["model"] = args.model
+    if args.motion is not None:
+        overrides["motion"] = settings.motion.model_copy(update={"enabled": args.motion})
     settings = settings.with_changes(**overrides)
     if args.stc_root:
         videos = stc_training_videos(args.stc_root, args.scene)
@@ -74,13 +76,15 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
         return 0
     log.info("scene %s: training %s on %d frames (%d held out for calibration)",
              args.scene, settings.model, len(data.train), len(data.holdout))
-    result = train_scene(encoder, data.train, data.holdout, settings, progress=not args.quiet)
+    result = train_scene(encoder, data.train, data.holdout, settings, progress=not args.quiet,
+                         train_runs=data.train_runs, holdout_runs=data.holdout_runs)
     from detector.checkpoint import save_scene
 
     registry = _registry(cfg, args.registry)
     folder = save_scene(registry, args.scene, result.model, {
         "training": {**data.summary, "settings": settings_summary(settings),
-                     "history": result.history, "seconds": round(result.seconds, 1)},
+                     "history": result.history, "motion_history": result.motion_history,
+                     "seconds": round(result.seconds, 1)},
     })
     cal = result.model.calibration
     assert cal is not None
@@ -89,6 +93,7 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
         "final_nll_per_dim": round(result.history[-1]["nll_per_dim"], 4),
         "threshold_raw": round(cal.threshold, 4), "threshold_method": cal.method,
         "false_alarm_rate": cal.false_alarm_rate,
+        "motion": result.model.motion is not None,
     }))
     return 0
 
@@ -255,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=["cflow", "sanflow"], help="model kind (default: training.model)")
     t.add_argument("--preview-augment", type=Path, metavar="PATH",
                    help="write a PNG grid of SANFlow's augmented training frames and masks, then exit")
+    t.add_argument("--motion", action=argparse.BooleanOptionalAction, default=None,
+                   help="give the scene a motion channel (optical flow between consecutive frames); "
+                        "default: training.motion.enabled")
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
     common(t)

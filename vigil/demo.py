@@ -72,7 +72,8 @@ def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
     data = load_scene_frames([normal], settings.input_size, settings.holdout_fraction)
     print(f"[1/3] training scene 'campus' on {len(data.train)} normal frames "
           f"({len(data.holdout)} held out for calibration)", flush=True)
-    result = train_scene(encoder, data.train, data.holdout, settings, progress=not quiet)
+    result = train_scene(encoder, data.train, data.holdout, settings, progress=not quiet,
+                         train_runs=data.train_runs, holdout_runs=data.holdout_runs)
     registry = SceneRegistry(out / "scenes")
     save_scene(registry, "campus", result.model, {"training": data.summary})
 

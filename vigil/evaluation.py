@@ -42,7 +42,8 @@ def scene_models(cfg: VigilConfig, encoder: Encoder, root: Path, scenes: list[st
             data = load_scene_frames(stc_training_videos(root, scene), settings.input_size,
                                      settings.holdout_fraction, settings.frame_stride,
                                      settings.max_frames_per_video)
-            result = train_scene(encoder, data.train, data.holdout, settings)
+            result = train_scene(encoder, data.train, data.holdout, settings,
+                         train_runs=data.train_runs, holdout_runs=data.holdout_runs)
             save_scene(registry, scene, result.model, {"training": {**data.summary,
                                                               "settings": settings_summary(settings)}})
         model, _ = load_scene(registry, scene)

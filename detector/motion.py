@@ -1,0 +1,163 @@
+"""Motion evidence for a scene model: dense optical flow between a camera's consecutive frames.
+
+A single frame cannot show speed: a sprinter looks like a pedestrian. The motion channel
+computes OpenCV's DIS optical flow between a frame and its camera's previous frame, both
+as small grey images (``MotionSettings.size``), divides it by the number of source frames
+between them (``seq`` step, so sampling at an analysis fps keeps the units: pixels per
+source frame), and pools it over ``cell`` x ``cell`` pixels into a feature map of four
+channels per grid cell::
+
+    mean u, mean v          the cell's mean displacement (direction of travel)
+    log1p(mean |flow|)      how fast the cell moves on average
+    log1p(max |flow|)       its fastest pixel
+
+A scene's motion head (a CFLOW-AD flow over these features, conditioned on the grid
+position) learns how fast things normally move where; its standardised NLL map joins the
+appearance map.
+
+A frame has motion evidence only when its camera's previous frame is at most
+``max_step`` source frames before it (and, where capture times are known, at most
+``max_gap_ms`` earlier). The first frame of a camera, and the first after a
+gap, a reconnect or a seq jump, has none and is scored on appearance alone, with the
+appearance-only calibration (see :class:`~detector.model.SceneModel`).
+
+>>> import numpy as np
+>>> s = MotionSettings(size=32, cell=8)
+>>> a = np.zeros((32, 32), np.uint8); a[8:16, 8:16] = 255
+>>> flow_features(a, np.roll(a, 2, axis=1), 1, s).shape
+(4, 4, 4)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from common.config import Strict
+
+#: Channels of the motion feature map (see the module docstring).
+MOTION_CHANNELS = 4
+
+_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+class MotionSettings(Strict):
+    """How motion features are computed; stored in the checkpoint of a scene with motion."""
+
+    model_config = {"frozen": True}
+
+    size: int = Field(default=128, ge=16, description="side of the grey frames the flow is computed on")
+    cell: int = Field(default=4, ge=1, description="flow pooled over cell x cell pixels")
+    max_step: int = Field(default=3, ge=1, description="previous frame at most this many source frames "
+                                                     "back; beyond, the frame has no motion evidence")
+    max_gap_ms: int = Field(default=2000, ge=1, description="previous frame captured at most this long "
+                                                          "before (when capture times are known)")
+    preset: Literal["ultrafast", "fast", "medium"] = "ultrafast"
+
+    @property
+    def grid(self) -> int:
+        """Side of the motion feature map."""
+        return self.size // self.cell
+
+
+def motion_frame(bgr: np.ndarray, settings: MotionSettings) -> np.ndarray:
+    """A BGR frame (any size) -> the grey ``size`` x ``size`` uint8 image the flow reads."""
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    interp = cv2.INTER_AREA if min(grey.shape[:2]) > settings.size else cv2.INTER_LINEAR
+    return cv2.resize(grey, (settings.size, settings.size), interpolation=interp)
+
+
+def flow_features(prev: np.ndarray, cur: np.ndarray, step: int, settings: MotionSettings) -> np.ndarray:
+    """Motion features (4, grid, grid) float32 between two grey frames ``step`` source frames apart.
+
+    Args:
+        prev: the camera's previous grey frame (:func:`motion_frame`).
+        cur: this frame, grey, same size.
+        step: source frames between them (``seq`` difference, >= 1).
+        settings: the scene's motion settings.
+
+    Returns:
+        The pooled flow features (see the module docstring), in pixels per source frame.
+    """
+    if step < 1:
+        raise ValueError(f"frames must be at least one source frame apart, got step {step}")
+    dis = cv2.DISOpticalFlow_create(_PRESETS[settings.preset])
+    flow = dis.calc(prev, cur, None) / float(step)
+    g, c = settings.grid, settings.cell
+    crop = flow[: g * c, : g * c]
+    mag = np.sqrt((crop**2).sum(axis=2)).reshape(g, c, g, c)
+    uv = crop.reshape(g, c, g, c, 2).mean(axis=(1, 3))
+    out = np.empty((MOTION_CHANNELS, g, g), np.float32)
+    out[0], out[1] = uv[..., 0], uv[..., 1]
+    out[2] = np.log1p(mag.mean(axis=(1, 3)))
+    out[3] = np.log1p(mag.max(axis=(1, 3)))
+    return out
+
+
+@dataclass
+class _Last:
+    seq: int
+    ts_ms: int | None
+    frame: np.ndarray
+
+
+class MotionTracker:
+    """Per-camera streaming state: each camera's last grey frame and its ``seq``.
+
+    :meth:`features` is called for a camera's frames in order (they are, within a
+    partition, and a micro-batch keeps the order of its records). State is keyed by camera
+    only, so cameras sharing a batch never see each other's frames, and it survives
+    micro-batches. At most ``max_cameras`` cameras are remembered (least recently seen
+    dropped; a dropped camera's next frame is a gap).
+
+    >>> s = MotionSettings(size=32, cell=8)
+    >>> t = MotionTracker(s)
+    >>> f = np.zeros((32, 32, 3), np.uint8)
+    >>> t.features("cam", 0, f) is None, t.features("cam", 1, f).shape, t.features("cam", 9, f) is None
+    (True, (4, 4, 4), True)
+    >>> t.features("cam", 10, f, ts_ms=0) is not None, t.features("cam", 11, f, ts_ms=60_000) is None
+    (True, True)
+    """
+
+    def __init__(self, settings: MotionSettings, max_cameras: int = 1024) -> None:
+        self.settings = settings
+        self.max_cameras = max_cameras
+        self._last: OrderedDict[str, _Last] = OrderedDict()
+
+    def features(self, camera: str, seq: int, bgr: np.ndarray, ts_ms: int | None = None) -> np.ndarray | None:
+        """This frame's motion features, or None when it has no usable previous frame (a gap).
+
+        Args:
+            camera: the stream the frame belongs to.
+            seq: its frame number in the source.
+            bgr: the frame, at the model's input size.
+            ts_ms: its capture time, when known: a frame captured more than ``max_gap_ms``
+                after the previous one (a reconnect, a stall) is a gap too.
+
+        Returns:
+            The motion features (4, grid, grid), or None.
+        """
+        s = self.settings
+        cur = motion_frame(bgr, s)
+        last = self._last.pop(camera, None)
+        self._last[camera] = _Last(seq, ts_ms, cur)
+        while len(self._last) > self.max_cameras:
+            self._last.popitem(last=False)
+        if last is None or not 1 <= seq - last.seq <= s.max_step:
+            return None
+        if ts_ms is not None and last.ts_ms is not None and not 0 <= ts_ms - last.ts_ms <= s.max_gap_ms:
+            return None
+        return flow_features(last.frame, cur, seq - last.seq, s)
+
+    def forget(self, camera: str) -> None:
+        """Drop a camera's state (its next frame is a gap)."""
+        self._last.pop(camera, None)

@@ -1,0 +1,158 @@
+"""The motion channel: flow features, per-camera streaming state, gaps, and a scene model
+whose score depends only on the frame, its camera's previous frame and the checkpoint."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from common.bus import InProcessBus
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
+from detector.checkpoint import load_checkpoint, load_scene, save_checkpoint, save_scene
+from detector.motion import MotionSettings, MotionTracker, flow_features, motion_frame
+from detector.scorer import FrameScorer
+from detector.worker import DetectorMetrics, DetectorSettings, DetectorWorker
+from scenes.registry import SceneRegistry
+from tests.conftest import TINY_SIZE, resize, tiny_settings
+from training.train import TrainResult, train_scene
+
+SETTINGS = MotionSettings(size=64, cell=8)
+
+
+def _texture(seed: int = 0, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (size // 8, size // 8), dtype=np.uint8)
+    import cv2
+
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def test_flow_features_measure_displacement_per_source_frame() -> None:
+    a = _texture()
+    shifted = np.roll(a, 3, axis=1)  # 3 px to the right
+    feats = flow_features(a, shifted, 1, SETTINGS)
+    inner = feats[:, 2:-2, 2:-2]
+    assert feats.shape == (4, 8, 8) and feats.dtype == np.float32
+    assert np.median(inner[0]) == pytest.approx(3.0, abs=0.6)  # u
+    assert abs(np.median(inner[1])) < 0.5  # v
+    assert np.median(inner[2]) == pytest.approx(np.log1p(3.0), abs=0.2)
+    # The same displacement over 3 source frames is a third of the speed.
+    slow = flow_features(a, shifted, 3, SETTINGS)
+    assert np.median(slow[0, 2:-2, 2:-2]) == pytest.approx(1.0, abs=0.25)
+    still = flow_features(a, a, 1, SETTINGS)
+    assert np.abs(still[:2]).max() < 0.05
+    with pytest.raises(ValueError, match="at least one source frame apart"):
+        flow_features(a, a, 0, SETTINGS)
+
+
+def test_tracker_keeps_each_camera_apart_and_marks_gaps() -> None:
+    frames = [np.dstack([np.roll(_texture(), 2 * i, axis=1)] * 3) for i in range(4)]
+    alone = MotionTracker(SETTINGS)
+    ref = [alone.features("a", i, f) for i, f in enumerate(frames)]
+    mixed = MotionTracker(SETTINGS)
+    got_a, got_b = [], []
+    for i, f in enumerate(frames):  # interleaved with another camera, as in a shared batch
+        got_a.append(mixed.features("a", i, f))
+        got_b.append(mixed.features("b", 100 + i, frames[-1 - i]))
+    assert ref[0] is None and got_a[0] is None and got_b[0] is None
+    for r, g in zip(ref[1:], got_a[1:], strict=True):
+        assert np.array_equal(r, g)
+    gaps = MotionTracker(SETTINGS)
+    f = frames[0]
+    assert gaps.features("c", 10, f) is None  # first frame
+    assert gaps.features("c", 11, f) is not None
+    assert gaps.features("c", 11 + SETTINGS.max_step + 1, f) is None  # a seq jump
+    assert gaps.features("c", 5, f) is None  # backwards (a redelivery or a restarted source)
+    assert gaps.features("c", 6, f, ts_ms=1_000) is not None
+    assert gaps.features("c", 7, f, ts_ms=1_000 + SETTINGS.max_gap_ms + 1) is None  # a reconnect
+    gaps.forget("c")
+    assert gaps.features("c", 8, f) is None
+
+
+def test_tracker_is_bounded() -> None:
+    tracker = MotionTracker(SETTINGS, max_cameras=2)
+    f = np.zeros((64, 64, 3), np.uint8)
+    for cam in ("a", "b", "c"):
+        tracker.features(cam, 0, f)
+    assert tracker.features("a", 1, f) is None  # "a" was dropped: its next frame is a gap
+    assert tracker.features("c", 1, f) is not None
+
+
+def test_motion_frame_is_small_grey() -> None:
+    frame = np.zeros((192, 256, 3), np.uint8)
+    assert motion_frame(frame, SETTINGS).shape == (64, 64)
+
+
+@pytest.fixture(scope="module")
+def motion_trained(encoder, clip_frames) -> TrainResult:
+    small = resize(clip_frames, TINY_SIZE)
+    settings = tiny_settings(motion={"enabled": True, "features": {"size": 64, "cell": 8},
+                                     "coupling_blocks": 2, "cond_dim": 16})
+    return train_scene(encoder, small[:24], small[24:36], settings, progress=False,
+                       train_runs=[12, 12], holdout_runs=[12])
+
+
+def test_training_gives_a_calibrated_motion_channel(motion_trained: TrainResult) -> None:
+    motion = motion_trained.model.motion
+    assert motion is not None and motion.stats is not None and motion.calibration is not None
+    assert motion_trained.motion_history and motion_trained.motion_history[-1]["epoch"] == 1
+    # 11 held-out pairs calibrate the joint score (the run's first frame has no predecessor).
+    assert len(motion.calibration.normal_scores) == 11
+
+
+def test_checkpoint_round_trip_keeps_motion_scores(motion_trained, encoder, clip_frames, tmp_path) -> None:
+    folder = save_checkpoint(motion_trained.model, tmp_path / "m")
+    loaded, meta = load_checkpoint(folder)
+    assert meta["motion"]["settings"]["size"] == 64 and loaded.motion is not None
+    frames = clip_frames[:6]
+    a = FrameScorer(encoder, motion_trained.model).score_batch(frames, range(6))
+    b = FrameScorer(encoder, loaded).score_batch(frames, range(6))
+    for x, y in zip(a, b, strict=True):
+        assert x.score == y.score and np.array_equal(x.anomaly_map, y.anomaly_map)
+
+
+def test_a_gap_frame_is_scored_on_appearance_with_its_own_calibration(motion_trained, encoder,
+                                                                      clip_frames) -> None:
+    model = motion_trained.model
+    stream = FrameScorer(encoder, model).score_batch(clip_frames[:3], [0, 1, 2])
+    alone = FrameScorer(encoder, model).score_batch(clip_frames[:3])  # no seqs: appearance only
+    assert stream[0].score == alone[0].score  # the first frame has no motion evidence
+    assert stream[1].score != alone[1].score
+    # Appearance-only scoring is exactly the model without its motion channel.
+    from dataclasses import replace
+
+    plain = FrameScorer(encoder, replace(model, motion=None)).score_batch(clip_frames[:3], [0, 1, 2])
+    assert [r.score for r in plain] == [r.score for r in alone]
+
+
+def test_worker_scores_equal_offline_per_camera_across_batches(motion_trained, encoder, clip_frames,
+                                                               tmp_path) -> None:
+    registry = SceneRegistry(tmp_path / "scenes")
+    save_scene(registry, "walk", motion_trained.model)
+    bus = InProcessBus(partitions=2)
+    producer = bus.producer()
+    for seq in range(6):
+        for cam, offset in (("cam-a", 0), ("cam-b", 10)):
+            producer.send(FRAMES_TOPIC, *FrameMessage.from_image(
+                clip_frames[offset + seq], camera=cam, scene="walk", seq=seq, ts=1_700_000_000_000 + 100 * seq,
+                source="replay").to_record())
+    worker = DetectorWorker(bus.consumer("det", [FRAMES_TOPIC]), bus.producer(), encoder, registry,
+                            DetectorSettings(batch_size=4, max_wait_ms=0, map_encoding="float16"),
+                            DetectorMetrics(CollectorRegistry()), threading.Event())
+    while records := worker.poll_batch():  # batches of 4 mix both cameras and split their runs
+        worker.process(records)
+    consumer = bus.consumer("check", [SCORES_TOPIC])
+    scores: dict[tuple[str, int], float] = {}
+    while batch := consumer.poll(max_records=100, timeout_ms=50):
+        for r in batch:
+            s = ScoreMessage.from_record(r.key, r.value, r.headers)
+            scores[(s.camera, s.seq)] = s.score
+    model, _ = load_scene(registry, "walk")
+    for cam, offset in (("cam-a", 0), ("cam-b", 10)):
+        images = [FrameMessage.from_image(clip_frames[offset + q], camera="x", scene="x", seq=0, ts=0,
+                                          source="replay").image() for q in range(6)]
+        offline = FrameScorer(encoder, model).score_batch(images, range(6))
+        assert [scores[(cam, q)] for q in range(6)] == pytest.approx([r.score for r in offline], abs=1e-4)
