@@ -167,9 +167,9 @@ class SceneModel:
             raise RuntimeError("scene model is not calibrated (not trained?)")
         size = (self.input_size, self.input_size)
         maps = anomaly_map(nll, self.stats, size, self.settings.blur_sigma)
-        if motion_nll is not None and has_motion is not None and has_motion.any():
-            if self.motion is None or self.motion.stats is None:
-                raise RuntimeError("scene model has no calibrated motion channel")
+        if self.motion is not None and motion_nll is not None and has_motion is not None and has_motion.any():
+            if self.motion.stats is None:
+                raise RuntimeError("scene model's motion channel is not calibrated")
             rows = torch.from_numpy(np.flatnonzero(has_motion))
             motion_map = anomaly_map(motion_nll, self.motion.stats, size, self.settings.blur_sigma)
             maps[rows] = maps[rows] + self.motion.weight * motion_map
@@ -181,13 +181,15 @@ class SceneModel:
         motion_nll: Sequence[torch.Tensor] | None = None,
     ) -> ScoredBatch:
         """Calibrated maps and scores from per-layer NLL maps (see :meth:`nll_maps`) and, for
-        the frames ``has_motion`` selects, their motion NLL maps (see :meth:`motion_nll`)."""
+        the frames ``has_motion`` selects, their motion NLL maps (see :meth:`motion_nll`;
+        ignored by a model without a motion channel)."""
         if self.stats is None or self.calibration is None:
             raise RuntimeError("scene model is not calibrated (not trained?)")
         maps = self.raw_maps(nll, has_motion, motion_nll)
         raw = frame_score(maps, self.settings.reduction, self.settings.topk).double().cpu().numpy()
         n = len(raw)
-        with_motion = has_motion if has_motion is not None and motion_nll is not None else np.zeros(n, bool)
+        usable = self.motion is not None and has_motion is not None and motion_nll is not None
+        with_motion = has_motion if usable else np.zeros(n, bool)
         cal = self.calibration
         out = (maps - cal.center) / (cal.threshold - cal.center)
         scores = np.asarray(cal.calibrate(raw), dtype=np.float64)

@@ -43,6 +43,12 @@ def stc_training_videos(root: str | Path, scene: str) -> list[Path]:
     return videos
 
 
+def read_run(path: str | Path, size: int, stride: int = 1, limit: int | None = None) -> list[np.ndarray]:
+    """A video's frames, every ``stride``-th, resized to ``size`` x ``size``: one run of
+    consecutive frames (as training and calibration read footage)."""
+    return _read(Path(path), size, stride, limit)
+
+
 def _read(path: Path, size: int, stride: int, limit: int | None) -> list[np.ndarray]:
     frames = []
     for frame in iter_frames(path, step=stride, max_frames=limit):

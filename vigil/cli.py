@@ -118,6 +118,26 @@ def cmd_score(args: argparse.Namespace, cfg: VigilConfig) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    """Re-fit a scene's thresholds on more normal footage of its camera, without retraining."""
+    from detector.checkpoint import MODEL_KEYS, load_scene, save_scene
+    from training.calibrate import recalibrate
+    from training.data import read_run
+
+    registry = _registry(cfg, args.registry)
+    model, meta = load_scene(registry, args.scene)
+    stride = cfg.training.frame_stride
+    runs = [read_run(v, model.input_size, stride, cfg.training.max_frames_per_video) for v in args.videos]
+    change = recalibrate(model, _encoder(cfg, args.encoder_weights), runs, step=stride,
+                         false_alarm_rate=args.false_alarm_rate, keep_existing=not args.replace)
+    kept = {k: v for k, v in meta.items() if k not in MODEL_KEYS and k != "scene"}
+    history = [*kept.pop("recalibrations", []),
+               {"videos": [Path(v).name for v in args.videos], "replace": args.replace, **change.summary()}]
+    folder = save_scene(registry, args.scene, model, {**kept, "recalibrations": history})
+    print(json.dumps({"scene": args.scene, "checkpoint": str(folder), **change.summary()}))
+    return 0
+
+
 def cmd_scenes(args: argparse.Namespace, cfg: VigilConfig) -> int:
     """List every scene folder with its status, a health check: exit 1 if any is unhealthy."""
     number = (int, float)
@@ -275,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-video", action="store_true", help="skip the overlay MP4")
     common(s)
     s.set_defaults(func=cmd_score)
+
+    ca = sub.add_parser("calibrate",
+                        help="re-fit a scene's thresholds on more normal footage (no retraining)")
+    ca.add_argument("--scene", required=True)
+    ca.add_argument("--videos", nargs="+", required=True, type=Path,
+                    help="normal footage of the scene's camera")
+    ca.add_argument("--false-alarm-rate", type=float,
+                    help="new nominal false-alarm rate (default: the scene's)")
+    ca.add_argument("--replace", action="store_true",
+                    help="fit on the new footage only (default: pool it with the training hold-out)")
+    common(ca)
+    ca.set_defaults(func=cmd_calibrate)
 
     sc = sub.add_parser("scenes", help="list trained scenes with their health (exit 1 if any is unhealthy)")
     sc.add_argument("--json", action="store_true", help="print the listing as JSON, for monitoring")
