@@ -137,8 +137,8 @@ def test_worker_scores_equal_offline_per_camera_across_batches(motion_trained, e
     for seq in range(6):
         for cam, offset in (("cam-a", 0), ("cam-b", 10)):
             producer.send(FRAMES_TOPIC, *FrameMessage.from_image(
-                clip_frames[offset + seq], camera=cam, scene="walk", seq=seq, ts=1_700_000_000_000 + 100 * seq,
-                source="replay").to_record())
+                clip_frames[offset + seq], camera=cam, scene="walk", seq=seq,
+                ts=1_700_000_000_000 + 100 * seq, source="replay").to_record())
     worker = DetectorWorker(bus.consumer("det", [FRAMES_TOPIC]), bus.producer(), encoder, registry,
                             DetectorSettings(batch_size=4, max_wait_ms=0, map_encoding="float16"),
                             DetectorMetrics(CollectorRegistry()), threading.Event())
