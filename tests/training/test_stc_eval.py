@@ -62,6 +62,22 @@ def test_eval_stc_end_to_end_through_the_pipeline(tiny_stc: Path, config_file: P
     assert report["skipped"] == []
 
 
+def test_motion_scenes_match_through_the_pipeline(tiny_stc: Path, tmp_path: Path, capsys) -> None:
+    """With a motion channel, a clip replayed as a camera gets the offline scores: each frame
+    compared with the one before it, the clip's first frame on appearance alone."""
+    config = tmp_path / "motion.yaml"
+    config.write_text(TINY_TRAINING + "  motion:\n    enabled: true\n    coupling_blocks: 2\n    cond_dim: 16\n"
+                      "    features: {size: 64, cell: 8}\n")
+    out = tmp_path / "report"
+    code = main(["--config", str(config), "eval", "stc", "--root", str(tiny_stc), "--scenes", "01", "--train",
+                 "--through-pipeline", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["pipeline_check"]["ok"] and report["pipeline_check"]["frames"] == 2 * TEST_FRAMES
+    meta = json.loads((out / "checkpoints" / "01" / "meta.json").read_text())
+    assert meta["motion"]["settings"]["size"] == 64
+
+
 def test_mismatched_mask_is_skipped_and_listed(tiny_stc: Path, config_file: Path, tmp_path: Path) -> None:
     root = tmp_path / "stc"
     shutil.copytree(tiny_stc, root)
