@@ -66,8 +66,8 @@ def test_motion_scenes_match_through_the_pipeline(tiny_stc: Path, tmp_path: Path
     """With a motion channel, a clip replayed as a camera gets the offline scores: each frame
     compared with the one before it, the clip's first frame on appearance alone."""
     config = tmp_path / "motion.yaml"
-    config.write_text(TINY_TRAINING + "  motion:\n    enabled: true\n    coupling_blocks: 2\n    cond_dim: 16\n"
-                      "    features: {size: 64, cell: 8}\n")
+    config.write_text(TINY_TRAINING + "  motion:\n    enabled: true\n    coupling_blocks: 2\n"
+                      "    cond_dim: 16\n    features: {size: 64, cell: 8}\n")
     out = tmp_path / "report"
     code = main(["--config", str(config), "eval", "stc", "--root", str(tiny_stc), "--scenes", "01", "--train",
                  "--through-pipeline", "-o", str(out)])
