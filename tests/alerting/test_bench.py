@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 import yaml
 
 from detector.checkpoint import save_scene
@@ -67,4 +68,12 @@ def test_bench_on_a_tiny_benchmark(registry, scene_model, anomaly_folder, tmp_pa
     assert rep["alerting"]["clip"]["pre_roll_s"] == 2.0
     out = capsys.readouterr().out
     assert "event-level recall: 1 / 1 events = 100.0%" in out and "median delay" in out
+    assert t["false_alerts_per_hour"] == 0 and t["false_alerts_per_hour_upper_95"] > 0
     assert (tmp_path / "report.json").is_file()
+
+
+def test_false_alert_rate_has_a_poisson_upper_bound() -> None:
+    bench = load_bench()
+    assert bench.poisson_upper(0, 1.0) == pytest.approx(2.996, abs=1e-3)  # "rule of three"
+    assert bench.poisson_upper(3, 2.0) == pytest.approx(7.754 / 2, abs=1e-3)
+    assert bench.poisson_upper(1, 0.0) is None
