@@ -466,9 +466,13 @@ def train_motion(
     if not train or has.sum() < 2:
         raise ValueError("the motion channel needs consecutive frames: at least 1 training pair and "
                          f"2 held-out pairs (got {len(train)} and {int(has.sum())})")
+    # Seeded on its own (FrEIA draws soft permutations from numpy's global stream), so the
+    # channel is the same whether it is trained right after the appearance head or later.
+    torch.manual_seed(settings.seed + 1)
+    np.random.seed(settings.seed + 1)
+    generator = torch.Generator().manual_seed(settings.seed + 1)
     head = CFlowHead([MOTION_CHANNELS], cond_dim=m.cond_dim, blocks=m.coupling_blocks, clamp=settings.clamp)
     head_settings = settings.with_changes(lr=m.lr, epochs=m.epochs or settings.epochs)
-    generator = torch.Generator().manual_seed(settings.seed + 1)
     history = train_head(head, MotionBatches(torch.from_numpy(np.stack(train)), settings.image_batch),
                          head_settings, generator, progress)
     motion = MotionModel(settings=m.features, head=head, weight=m.weight)
