@@ -18,6 +18,51 @@ import numpy as np
 EULER_GAMMA = 0.5772156649015329
 # The empirical quantile is used only when it is backed by at least this many exceedances.
 MIN_EXCEEDANCES = 5
+# The threshold's uncertainty: a circular block bootstrap of the normal scores in footage
+# order (blocks keep neighbouring frames' correlation), this many draws, a fixed seed.
+BOOTSTRAP_BLOCK = 10
+BOOTSTRAP_DRAWS = 200
+INTERVAL_LEVEL = 0.9
+
+
+def _threshold(scores: np.ndarray, false_alarm_rate: float) -> tuple[float, str]:
+    """The (1 - false_alarm_rate) quantile of sorted ``scores``: empirical, or Gumbel-extrapolated."""
+    q = 1.0 - false_alarm_rate
+    if scores.size * false_alarm_rate >= MIN_EXCEEDANCES:
+        return float(np.quantile(scores, q)), "empirical"
+    beta = max(float(scores.std(ddof=1)) * math.sqrt(6) / math.pi, 1e-9)
+    mu = float(scores.mean()) - EULER_GAMMA * beta
+    # An extrapolated tail quantile is never below the largest normal score seen.
+    return max(mu - beta * math.log(-math.log(q)), float(scores[-1])), "gumbel"
+
+
+def threshold_interval(ordered: np.ndarray, false_alarm_rate: float, level: float = INTERVAL_LEVEL,
+                       block: int = BOOTSTRAP_BLOCK, draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float]:
+    """A ``level`` confidence interval of the threshold, by circular block bootstrap.
+
+    Args:
+        ordered: normal raw scores in footage order.
+        false_alarm_rate: the nominal rate.
+        level: the interval's coverage.
+        block: frames per bootstrap block.
+        draws: bootstrap resamples (the seed is fixed: the interval is reproducible).
+
+    Returns:
+        The interval's ends.
+
+    >>> lo, hi = threshold_interval(np.random.default_rng(0).normal(size=500), 0.01)
+    >>> bool(lo < 2.33 < hi)
+    True
+    """
+    x = np.asarray(ordered, dtype=np.float64).ravel()
+    n = x.size
+    rng = np.random.default_rng(0)
+    block = max(1, min(block, n // 4))  # at least 4 blocks, or a resample is the same set rotated
+    starts = rng.integers(0, n, size=(draws, -(-n // block)))
+    idx = (starts[:, :, None] + np.arange(block)).reshape(draws, -1)[:, :n] % n
+    values = [_threshold(np.sort(x[i]), false_alarm_rate)[0] for i in idx]
+    a = (1.0 - level) / 2
+    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
 
 
 @dataclass(frozen=True)
@@ -40,14 +85,7 @@ class Calibration:
         if not 0.0 < false_alarm_rate < 1.0:
             raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
         center = float(np.median(scores))
-        q = 1.0 - false_alarm_rate
-        if scores.size * false_alarm_rate >= MIN_EXCEEDANCES:
-            threshold, method = float(np.quantile(scores, q)), "empirical"
-        else:
-            beta = max(float(scores.std(ddof=1)) * math.sqrt(6) / math.pi, 1e-9)
-            mu = float(scores.mean()) - EULER_GAMMA * beta
-            # An extrapolated tail quantile is never below the largest normal score seen.
-            threshold, method = max(mu - beta * math.log(-math.log(q)), float(scores[-1])), "gumbel"
+        threshold, method = _threshold(scores, false_alarm_rate)
         # A threshold at or below the median would make the scale meaningless.
         if threshold <= center:
             threshold = center + max(float(scores.std()), 1e-6)

@@ -88,10 +88,22 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     })
     cal = result.model.calibration
     assert cal is not None
+    from detector.anomaly_map import frame_score
+    from detector.calibration import threshold_interval
+
+    model = result.model
+    held = frame_score(model.raw_maps(result.holdout_nll), model.settings.reduction, model.settings.topk)
+    lo, hi = threshold_interval(held.double().numpy(), cal.false_alarm_rate)
+    if len(cal.normal_scores) * cal.false_alarm_rate < 1:
+        log.warning("scene %s: the %.2g %% threshold rests on %d held-out frames (fewer than %d it takes "
+                    "to see one such frame); it is extrapolated (%s fit), 90 %% interval %.3g-%.3g: give "
+                    "it more normal footage with `vigil calibrate`", args.scene, 100 * cal.false_alarm_rate,
+                    len(cal.normal_scores), int(round(1 / cal.false_alarm_rate)), cal.method, lo, hi)
     print(json.dumps({
         "scene": args.scene, "checkpoint": str(folder), "seconds": round(result.seconds, 1),
         "final_nll_per_dim": round(result.history[-1]["nll_per_dim"], 4),
         "threshold_raw": round(cal.threshold, 4), "threshold_method": cal.method,
+        "threshold_interval_90": [round(lo, 4), round(hi, 4)], "holdout_frames": len(cal.normal_scores),
         "false_alarm_rate": cal.false_alarm_rate,
         "motion": result.model.motion is not None,
     }))

@@ -62,3 +62,18 @@ def test_dict_round_trip_through_json() -> None:
 def test_fit_rejects_bad_input(scores: list[float], far: float, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Calibration.fit(np.array(scores), far)
+
+
+def test_threshold_interval_brackets_the_true_quantile_and_is_reproducible() -> None:
+    import numpy as np
+
+    from detector.calibration import threshold_interval
+
+    rng = np.random.default_rng(1)
+    scores = rng.gumbel(size=400)
+    lo, hi = threshold_interval(scores, 0.01)
+    true = -np.log(-np.log(0.99))  # the Gumbel(0, 1) 99 % quantile
+    assert lo < true < hi
+    assert (lo, hi) == threshold_interval(scores, 0.01)
+    few_lo, few_hi = threshold_interval(scores[:8], 0.001)
+    assert few_lo < few_hi  # short footage: a wide interval, never a point

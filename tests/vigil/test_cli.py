@@ -74,6 +74,8 @@ def test_train_writes_a_checkpoint(trained_cli: Trained) -> None:
     report = json.loads(trained_cli.train.out.strip().splitlines()[-1])
     assert report["scene"] == "t"
     assert report["threshold_method"] == "gumbel"
+    lo, hi = report["threshold_interval_90"]
+    assert lo < hi and report["holdout_frames"] == 8
     meta = json.loads((trained_cli.registry / "t" / "meta.json").read_text())
     assert meta["input_size"] == 128
     training = meta["training"]
