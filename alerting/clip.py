@@ -25,7 +25,7 @@ from alerting.region import Region
 from alerting.ring import FrameRing, RingEntry
 from common.messages import MessageError, decode_jpeg, encode_jpeg
 from detector.overlay import heat_overlay
-from streamer.video import VideoWriter
+from streamer.writer import VideoWriter
 
 __all__ = ["ClipAssembler", "ClipRecorder", "estimate_fps", "render_frame", "snapshot_jpeg"]
 

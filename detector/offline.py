@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 
 from detector.overlay import heat_overlay
 from detector.scorer import FrameScorer
-from streamer.video import VideoWriter, iter_frames, video_info
+from streamer.video import iter_frames, video_info
+from streamer.writer import VideoWriter
 
 
 @dataclass

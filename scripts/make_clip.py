@@ -20,7 +20,8 @@ import cv2
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from streamer.video import VideoWriter, iter_video_frames, video_info  # noqa: E402
+from streamer.video import iter_video_frames, video_info  # noqa: E402
+from streamer.writer import VideoWriter  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 256, 192, 10.0
 

@@ -39,7 +39,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from common.bus import BusError, MessageTooLarge, Producer
 from common.messages import FRAMES_TOPIC, FrameMessage
 from common.retry import Backoff, Stopped, call_with_retry
-from streamer.sources import CameraConfig, CapturedFrame, Source, SourceError, open_source
+from streamer.camera import CameraConfig
+from streamer.sources import CapturedFrame, Source, SourceError, open_source
 
 __all__ = ["IngestMetrics", "IngestStats", "IngestWorker", "LatestSlot"]
 

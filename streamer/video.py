@@ -1,4 +1,4 @@
-"""Video input/output: decode files, URLs and STC frame folders; write H.264 MP4 clips.
+"""Video input: decode files, URLs and STC frame folders (writing MP4: :mod:`streamer.writer`).
 
 Everything here works on plain BGR ``uint8`` arrays (OpenCV's convention) so the rest of
 vigilflow never touches PyAV objects. Errors that concern the *source* (missing file, not
@@ -8,15 +8,11 @@ naming the path; URLs in messages always have their credentials redacted.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import av
@@ -38,7 +34,6 @@ __all__ = [
     "Frame",
     "SourceError",
     "VideoInfo",
-    "VideoWriter",
     "iter_frame_dir",
     "numbered_images",
     "iter_frames",
@@ -373,137 +368,3 @@ def video_info(path: PathLike) -> VideoInfo:
         return VideoInfo(width=int(cc.width), height=int(cc.height), fps=fps, frames=frames)
     finally:
         container.close()
-
-
-# --------------------------------------------------------------------------- writing
-
-_warned_fallback = False
-
-
-def _pick_codec() -> str:
-    """``libx264`` if this PyAV build can encode with it, else ``mpeg4`` (warned once)."""
-    global _warned_fallback
-    if "libx264" in av.codecs_available:
-        try:
-            av.codec.Codec("libx264", "w")
-            return "libx264"
-        except Exception:  # any failure means "not usable"
-            pass
-    if not _warned_fallback:
-        log.warning("PyAV has no libx264 encoder; writing MP4 with mpeg4 instead")
-        _warned_fallback = True
-    return "mpeg4"
-
-
-class VideoWriter:
-    """Write BGR frames to an MP4 file (H.264 ``yuv420p``; ``mpeg4`` if x264 is missing).
-
-    ``width``/``height`` are the size of the frames passed to :meth:`write`. H.264 with
-    4:2:0 chroma needs even dimensions, so an odd width or height is padded by one pixel
-    (edge-replicated) in the file. Use as a context manager or call :meth:`close`.
-    """
-
-    def __init__(
-        self,
-        path: PathLike,
-        fps: float,
-        width: int,
-        height: int,
-        *,
-        crf: int = 23,
-        gop: int | None = None,
-    ) -> None:
-        if not (fps > 0 and math.isfinite(fps)):
-            raise ValueError(f"fps must be a positive number, got {fps}")
-        if width <= 0 or height <= 0:
-            raise ValueError(f"frame size must be positive, got {width}x{height}")
-        self.path = Path(path)
-        self.width = int(width)
-        self.height = int(height)
-        self._out_w = self.width + self.width % 2
-        self._out_h = self.height + self.height % 2
-        self.codec = _pick_codec()
-        self.frames_written = 0
-        self._closed = False
-        rate = Fraction(fps).limit_denominator(1001)
-        try:
-            self._container = av.open(
-                os.fspath(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
-            )
-        except AV_ERRORS as exc:
-            raise SourceError(f"cannot create video file {self.path}: {exc}") from None
-        try:
-            stream = self._container.add_stream(self.codec, rate=rate)
-            stream.width = self._out_w
-            stream.height = self._out_h
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.time_base = 1 / rate
-            if gop is not None:
-                stream.codec_context.gop_size = int(gop)
-            if self.codec == "libx264":
-                stream.options = {"crf": str(int(crf)), "preset": "veryfast"}
-            else:
-                # mpeg4 has no CRF; qscale 2..31 roughly tracks it (lower = better).
-                stream.codec_context.qscale = max(2, min(31, int(crf) // 5))
-                stream.codec_context.bit_rate = 0
-        except Exception:
-            self._container.close()
-            raise
-        self._stream = stream
-
-    def write(self, bgr: np.ndarray) -> None:
-        """Append one frame: BGR ``uint8`` ``(height, width, 3)`` (grayscale HxW accepted)."""
-        if self._closed:
-            raise ValueError(f"write to closed VideoWriter ({self.path})")
-        image = np.asarray(bgr)
-        if image.dtype != np.uint8:
-            raise ValueError(f"frame dtype must be uint8, got {image.dtype}")
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        if image.shape != (self.height, self.width, 3):
-            raise ValueError(
-                f"frame shape {image.shape} does not match the writer's "
-                f"{(self.height, self.width, 3)}"
-            )
-        if (self._out_w, self._out_h) != (self.width, self.height):
-            image = cv2.copyMakeBorder(
-                image,
-                0,
-                self._out_h - self.height,
-                0,
-                self._out_w - self.width,
-                cv2.BORDER_REPLICATE,
-            )
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        vf = vf.reformat(format="yuv420p")
-        vf.pts = self.frames_written
-        for packet in self._stream.encode(vf):
-            self._container.mux(packet)
-        self.frames_written += 1
-
-    def close(self) -> None:
-        """Flush the encoder and finish the file; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-        finally:
-            self._container.close()
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # best effort: do not leave an encoder open
-        if not getattr(self, "_closed", True):
-            with contextlib.suppress(Exception):
-                self.close()

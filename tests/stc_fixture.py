@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer.video import VideoWriter, iter_frames
+from streamer.video import iter_frames
+from streamer.writer import VideoWriter
 from tests.conftest import CLIP
 
 SIZE = (128, 96)  # width, height: small masks, fast tests

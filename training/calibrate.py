@@ -22,7 +22,8 @@ from detector.anomaly_map import frame_score
 from detector.calibration import Calibration
 from detector.encoders import Encoder
 from detector.model import SceneModel
-from training.train import measure_nll, motion_sequence
+from training.motion import motion_sequence
+from training.train import measure_nll
 
 
 @dataclass

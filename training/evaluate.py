@@ -23,8 +23,9 @@ from detector.encoders import Encoder
 from detector.model import SceneModel, resize_for_model
 from streamer.video import SourceError, iter_frame_dir
 from training.metrics import PixelMetrics, alarm_rates, auroc
+from training.motion import motion_sequence
 from training.testset import EvaluationError, TestClip, frame_count, load_masks, stc_test_clips
-from training.train import measure_nll, motion_sequence
+from training.train import measure_nll
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,8 @@ pass through the network then takes one Adam step on it per image batch.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,9 +34,11 @@ from detector.calibration import Calibration
 from detector.cflow import CFlowHead
 from detector.encoders import Encoder
 from detector.model import MotionModel, SceneModel, ScoreSettings, build_head, to_input
-from detector.motion import MOTION_CHANNELS, MotionSettings, flow_features, motion_frame
+from detector.motion import MOTION_CHANNELS
 from detector.sanflow import SANFlowHead, grid_masks
 from training.augment import AugmentSettings, SyntheticAnomalies
+from training.batches import FeatureBatches, MotionBatches, SANFlowBatches, fiber_batches
+from training.motion import fit_motion_calibration, motion_sequence
 from training.schedule import Schedule
 from training.settings import TrainSettings
 
@@ -58,151 +59,6 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def _grids(features: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
-    return [(int(f.shape[2]), int(f.shape[3])) for f in features]
-
-
-class FeatureBatches:
-    """Encoder features of frame batches: computed once and cached if they fit the budget.
-    ``grids``: the feature grid (H_l, W_l) of each layer."""
-
-    def __init__(
-        self, encoder: Encoder, frames: Sequence[np.ndarray], size: int, batch: int, cache_mb: int
-    ) -> None:
-        self.encoder, self.frames, self.size, self.batch = encoder, frames, size, batch
-        probe = encoder(to_input(frames[:1], size))
-        self.grids = _grids(probe)
-        per_frame = sum(f.numel() * 4 for f in probe)
-        self.cache: list[list[torch.Tensor]] | None = None
-        if per_frame * len(frames) <= cache_mb * 2**20:
-            self.cache = [self._compute(i) for i in range(0, len(frames), batch)]
-
-    def _compute(self, start: int) -> list[torch.Tensor]:
-        return self.encoder(to_input(self.frames[start : start + self.batch], self.size))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.frames) / self.batch)
-
-    def get(self, idx: int) -> list[torch.Tensor]:
-        """Features of batch ``idx`` (frames idx*batch ... idx*batch + batch - 1)."""
-        return self.cache[idx] if self.cache is not None else self._compute(idx * self.batch)
-
-    def epoch(self, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
-        for idx in torch.randperm(len(self), generator=generator).tolist():
-            yield self.get(idx)
-
-
-class MotionBatches:
-    """Precomputed motion features (N, 4, G, G) in image batches, with the interface of
-    :class:`FeatureBatches` (one "layer"), so the motion head trains with :func:`train_head`."""
-
-    def __init__(self, features: torch.Tensor, batch: int) -> None:
-        self.frames, self.batch = features, batch
-        self.grids = [(int(features.shape[2]), int(features.shape[3]))]
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.frames) / self.batch)
-
-    def epoch(self, generator: torch.Generator) -> Iterator[list[torch.Tensor]]:
-        for idx in torch.randperm(len(self), generator=generator).tolist():
-            yield [self.frames[idx * self.batch : (idx + 1) * self.batch]]
-
-
-def motion_sequence(
-    frames: Sequence[np.ndarray], runs: Sequence[int] | None, step: int, settings: MotionSettings
-) -> list[np.ndarray | None]:
-    """Per frame, its motion features from the previous frame of its run (None for a run's first).
-
-    Args:
-        frames: BGR frames at the model input size, runs of consecutive frames one after another.
-        runs: the runs' lengths (None: one run).
-        step: source frames between consecutive frames of a run (``frame_stride``).
-        settings: how motion features are computed.
-
-    Returns:
-        One entry per frame.
-    """
-    grey = [motion_frame(f, settings) for f in frames]
-    out: list[np.ndarray | None] = []
-    start = 0
-    for n in runs if runs is not None else [len(frames)]:
-        out.extend(None if j == 0 else flow_features(grey[start + j - 1], grey[start + j], step, settings)
-                   for j in range(n))
-        start += n
-    if start != len(frames):
-        raise ValueError(f"runs cover {start} frames, but there are {len(frames)}")
-    return out
-
-
-class SANFlowBatches:
-    """Image batches for SANFlow: (images, encoder features, anomaly masks (B, S, S)).
-
-    With ``augment``, every batch is drawn afresh each epoch (shuffled frames, balanced
-    between normal frames and the three synthetic-anomaly kinds) and its features are
-    computed for it; without, the batches and their features are CFLOW's (cached when
-    they fit) and the masks are empty. ``grids``: the feature grid (H_l, W_l) of each layer.
-    """
-
-    def __init__(
-        self,
-        encoder: Encoder,
-        frames: Sequence[np.ndarray],
-        size: int,
-        batch: int,
-        cache_mb: int,
-        augment: SyntheticAnomalies | None = None,
-    ) -> None:
-        self.encoder, self.frames, self.size, self.batch, self.augment = encoder, frames, size, batch, augment
-        self.features = None if augment else FeatureBatches(encoder, frames, size, batch, cache_mb)
-        self.grids = (self.features.grids if self.features is not None
-                      else _grids(encoder(to_input(frames[:1], size))))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.frames) / self.batch)
-
-    def epoch(
-        self, generator: torch.Generator
-    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]]:
-        if self.features is not None:
-            for idx in torch.randperm(len(self), generator=generator).tolist():
-                images = to_input(self.frames[idx * self.batch : (idx + 1) * self.batch], self.size)
-                masks = torch.zeros(images.shape[0], self.size, self.size, dtype=torch.bool)
-                yield images, self.features.get(idx), masks
-            return
-        assert self.augment is not None
-        order = torch.randperm(len(self.frames), generator=generator).tolist()
-        for i in range(0, len(order), self.batch):
-            items = self.augment.batch(order[i : i + self.batch])
-            images = to_input([a.image for a in items], self.size)
-            masks = torch.from_numpy(np.stack([a.mask for a in items]))
-            if masks.shape[1:] != (self.size, self.size):  # frames not at the input size
-                masks = F.interpolate(masks[:, None].float(), size=(self.size, self.size),
-                                      mode="nearest-exact")[:, 0] > 0.5
-            yield images, self.encoder(images), masks
-
-
-def fiber_batches(
-    head: nn.Module, features: Sequence[torch.Tensor], fiber_batch: int, generator: torch.Generator
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """An image batch's fibers, layer by layer, in shuffled batches of ``fiber_batch``.
-
-    Args:
-        head: the flow head (it cuts features into fibers and their conditions).
-        features: the batch's encoder features per layer.
-        fiber_batch: fibers per batch.
-        generator: the run's random stream (shuffles).
-
-    Returns:
-        An iterator of (layer, indices into the layer's fibers, fibers, conditions).
-    """
-    for layer, feature in enumerate(features):
-        fibers, cond = head.fibers(feature)
-        order = torch.randperm(fibers.shape[0], generator=generator)
-        for i in range(0, fibers.shape[0], fiber_batch):
-            idx = order[i : i + fiber_batch]
-            yield layer, idx, fibers[idx], cond[idx]
 
 
 def _schedule(settings: TrainSettings, batches: FeatureBatches | SANFlowBatches) -> Schedule:
@@ -482,29 +338,6 @@ def train_motion(
     fit_motion_calibration(model, [n[torch.from_numpy(np.flatnonzero(has))] for n in holdout_nll], held_nll,
                            settings.false_alarm_rate)
     return history
-
-
-@torch.no_grad()
-def fit_motion_calibration(
-    model: SceneModel, nll: Sequence[torch.Tensor], motion_nll: Sequence[torch.Tensor],
-    false_alarm_rate: float,
-) -> Calibration:
-    """Calibrate the joint (appearance + motion) score of ``model`` on held-out frames.
-
-    Args:
-        model: a scene model whose motion channel has its statistics.
-        nll: the held-out frames' appearance NLL maps (frames with a predecessor only).
-        motion_nll: the same frames' motion NLL maps.
-        false_alarm_rate: the share of normal frames the threshold lets through.
-
-    Returns:
-        The calibration, also set as ``model.motion.calibration``.
-    """
-    assert model.motion is not None
-    joint = model.raw_maps(nll, np.ones(nll[0].shape[0], bool), motion_nll)
-    raw = frame_score(joint, model.settings.reduction, model.settings.topk).double().numpy()
-    model.motion.calibration = Calibration.fit(raw, false_alarm_rate)
-    return model.motion.calibration
 
 
 def train_scene(

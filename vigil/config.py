@@ -16,7 +16,7 @@ from alerting.config import AlertingConfig
 from common.bus import KafkaConfig
 from common.config import Strict
 from detector.settings import DetectorSettings
-from streamer.sources import CameraConfig
+from streamer.camera import CameraConfig
 from training.settings import TrainSettings
 
 UNKNOWN_KEY_ERRORS = {"extra_forbidden", "unexpected_keyword_argument"}

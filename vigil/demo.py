@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer.video import VideoWriter, iter_frames
+from streamer.video import iter_frames
+from streamer.writer import VideoWriter
 from vigil.config import VigilConfig
 
 CLIP = Path(__file__).resolve().parent / "data" / "campus_clip.mp4"  # package data (pyproject.toml)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from streamer import decode, sources, video
+from streamer.camera import CameraConfig
 from streamer.decode import (
     FILE_MAX_BAD_PACKETS,
     LIVE_MAX_BAD_PACKETS,
@@ -25,7 +26,7 @@ from streamer.decode import (
     ReadError,
     StallError,
 )
-from streamer.sources import CameraConfig, CapturedFrame, RtspSource
+from streamer.sources import CapturedFrame, RtspSource
 from streamer.video import Frame, SourceError
 
 SHOWN = "fake.mp4"

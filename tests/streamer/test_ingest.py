@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from common.bus import InProcessBus, Producer
 from common.messages import FRAMES_TOPIC, FrameMessage, encode_jpeg
+from streamer.camera import CameraConfig
 from streamer.ingest import WARMUP_HEADER, IngestMetrics, IngestWorker, LatestSlot
-from streamer.sources import CameraConfig, CapturedFrame, Source, SourceError
+from streamer.sources import CapturedFrame, Source, SourceError
 from tests.rtsp import RtspStream
 
 CLIP = Path(__file__).resolve().parents[2] / "vigil" / "data" / "campus_clip.mp4"  # 120 frames, 10 fps

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from common.config import Strict
 from common.ids import SCENE_ID_RULE
+from streamer.camera import CameraConfig
 from streamer.sources import (
-    CameraConfig,
     CapturedFrame,
     FileSource,
     FpsSampler,

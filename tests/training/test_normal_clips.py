@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from streamer.video import VideoWriter, iter_frame_dir
+from streamer.video import iter_frame_dir
+from streamer.writer import VideoWriter
 from tests.conftest import load_bench_script
 
 

@@ -136,7 +136,7 @@ def test_sanflow_batches_with_and_without_augmentation(
     import torch
 
     from training.augment import SyntheticAnomalies
-    from training.train import SANFlowBatches
+    from training.batches import SANFlowBatches
 
     frames = resize(clip_frames[:10], 64)
     plain = SANFlowBatches(encoder, frames, 64, 4, cache_mb=64)
