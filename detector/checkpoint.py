@@ -41,9 +41,12 @@ def _motion_checkpoint(motion: MotionModel) -> tuple[dict[str, torch.Tensor], di
     head = motion.head.state_dict()
     tensors = {f"{_MOTION}head.{k}": v.detach().cpu().contiguous() for k, v in head.items()}
     tensors.update({_MOTION + k: v for k, v in motion.stats.tensors().items()})
-    return tensors, {"settings": motion.settings.model_dump(), "head": motion.head.config(),
-                     "normalisation": motion.stats.meta(), "calibration": motion.calibration.to_dict(),
-                     "weight": motion.weight}
+    meta = {"settings": motion.settings.model_dump(), "head": motion.head.config(),
+            "normalisation": motion.stats.meta(), "calibration": motion.calibration.to_dict(),
+            "weight": motion.weight, "combine": motion.combine}
+    if motion.channel_calibration is not None:
+        meta["channel_calibration"] = motion.channel_calibration.to_dict()
+    return tensors, meta
 
 
 def _motion_model(meta: dict, tensors: dict[str, torch.Tensor]) -> MotionModel:
@@ -53,7 +56,10 @@ def _motion_model(meta: dict, tensors: dict[str, torch.Tensor]) -> MotionModel:
     head.load_state_dict({k[5:]: v for k, v in own.items() if k.startswith("head.")}, strict=True)
     return MotionModel(settings=MotionSettings.model_validate(meta["settings"]), head=head.eval(),
                        stats=MapStatistics.from_saved(meta["normalisation"], own),
-                       calibration=Calibration.from_dict(meta["calibration"]), weight=float(meta["weight"]))
+                       calibration=Calibration.from_dict(meta["calibration"]), weight=float(meta["weight"]),
+                       combine=meta.get("combine", "sum"),
+                       channel_calibration=(Calibration.from_dict(meta["channel_calibration"])
+                                            if meta.get("channel_calibration") else None))
 
 
 def to_checkpoint(model: SceneModel, extra: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:

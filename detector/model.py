@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -87,10 +88,17 @@ class MotionModel:
     feature map, conditioned on the grid position, with the normal statistics of its NLL
     and the calibration of frames that have motion evidence.
 
-    A frame with motion evidence is scored on ``appearance map + weight * motion map``
-    (both standardised NLL, upsampled to the input size) and calibrated with
-    :attr:`calibration`; a frame without (a camera's first frame, or the first after a
-    gap) is scored on appearance alone, with the scene model's own calibration.
+    How a frame with motion evidence is scored (``combine``):
+
+    * ``max``: the pixel-wise maximum of the appearance map and the motion map, each in
+      its own calibrated units (appearance: the scene's calibration; motion:
+      :attr:`channel_calibration`) -- an anomaly of either kind shows as strongly as on
+      its own channel;
+    * ``sum``: ``appearance map + weight * motion map`` (both standardised NLL).
+
+    Either way the joint frame score is calibrated with :attr:`calibration`. A frame
+    without evidence (a camera's first frame, or the first after a gap) is scored on
+    appearance alone, with the scene model's own calibration.
     """
 
     settings: MotionSettings
@@ -98,6 +106,8 @@ class MotionModel:
     stats: MapStatistics | None = None
     calibration: Calibration | None = None
     weight: float = 1.0
+    combine: Literal["sum", "max"] = "sum"
+    channel_calibration: Calibration | None = None
 
     @torch.no_grad()
     def nll_maps(self, motion: torch.Tensor) -> list[torch.Tensor]:
@@ -172,7 +182,15 @@ class SceneModel:
                 raise RuntimeError("scene model's motion channel is not calibrated")
             rows = torch.from_numpy(np.flatnonzero(has_motion))
             motion_map = anomaly_map(motion_nll, self.motion.stats, size, self.settings.blur_sigma)
-            maps[rows] = maps[rows] + self.motion.weight * motion_map
+            if self.motion.combine == "sum":
+                maps[rows] = maps[rows] + self.motion.weight * motion_map
+            else:
+                own, cal = self.motion.channel_calibration, self.calibration
+                if own is None or cal is None:
+                    raise RuntimeError("the motion channel's own calibration is missing (combine: max)")
+                appearance = (maps[rows] - cal.center) / (cal.threshold - cal.center)
+                motion = self.motion.weight * (motion_map - own.center) / (own.threshold - own.center)
+                maps[rows] = torch.maximum(appearance, motion)
         return maps
 
     @torch.no_grad()

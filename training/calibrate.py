@@ -49,39 +49,46 @@ class Recalibration:
         return out
 
 
+@dataclass
+class _Run:
+    """One run's NLL maps, kept between the appearance refit and the joint one."""
+
+    nll: list[torch.Tensor]
+    has_motion: np.ndarray | None
+    motion_nll: list[torch.Tensor] | None
+
+
 @torch.no_grad()
-def raw_scores(model: SceneModel, encoder: Encoder, run: Sequence[np.ndarray], step: int = 1,
-               batch: int = 16) -> tuple[np.ndarray, np.ndarray | None]:
-    """Raw frame scores of a run of consecutive normal frames, as a stream would score them.
-
-    Args:
-        model: the trained scene model.
-        encoder: its encoder.
-        run: BGR frames at the model's input size, ``step`` source frames apart.
-        step: source frames between consecutive frames.
-        batch: frames per encoder pass.
-
-    Returns:
-        The appearance-only raw scores of every frame, and (for a model with a motion
-        channel) the joint raw scores of the frames with motion evidence (all but the first).
-    """
-    nll = measure_nll(model, encoder, run, batch)
-    appearance = frame_score(model.raw_maps(nll), model.settings.reduction, model.settings.topk)
+def _measure(model: SceneModel, encoder: Encoder, run: Sequence[np.ndarray], step: int) -> _Run:
+    nll = measure_nll(model, encoder, run, 16)
     if model.motion is None:
-        return appearance.double().numpy(), None
+        return _Run(nll, None, None)
     has, motion_nll = model.motion_nll(motion_sequence(run, None, step, model.motion.settings))
-    if motion_nll is None:
-        return appearance.double().numpy(), np.zeros(0)
-    rows = torch.from_numpy(np.flatnonzero(has))
-    joint = model.raw_maps([n[rows] for n in nll], np.ones(len(rows), bool), motion_nll)
-    return (appearance.double().numpy(),
-            frame_score(joint, model.settings.reduction, model.settings.topk).double().numpy())
+    return _Run(nll, has, motion_nll)
+
+
+@torch.no_grad()
+def _appearance_raw(model: SceneModel, run: _Run) -> np.ndarray:
+    maps = model.raw_maps(run.nll)
+    return frame_score(maps, model.settings.reduction, model.settings.topk).double().numpy()
+
+
+@torch.no_grad()
+def _joint_raw(model: SceneModel, run: _Run) -> np.ndarray:
+    if run.motion_nll is None or run.has_motion is None:
+        return np.zeros(0)
+    rows = torch.from_numpy(np.flatnonzero(run.has_motion))
+    joint = model.raw_maps([n[rows] for n in run.nll], np.ones(len(rows), bool), run.motion_nll)
+    return frame_score(joint, model.settings.reduction, model.settings.topk).double().numpy()
 
 
 def recalibrate(model: SceneModel, encoder: Encoder, runs: Sequence[Sequence[np.ndarray]], *,
                 step: int = 1, false_alarm_rate: float | None = None,
                 keep_existing: bool = True) -> Recalibration:
     """Re-fit ``model``'s calibrations (in place) on runs of normal frames.
+
+    The appearance calibration is re-fit first: a joint score that combines calibrated
+    maps (``combine: max``) is measured in its units.
 
     Args:
         model: a trained, calibrated scene model.
@@ -96,24 +103,28 @@ def recalibrate(model: SceneModel, encoder: Encoder, runs: Sequence[Sequence[np.
     """
     if model.calibration is None:
         raise ValueError("the scene model is not calibrated (not trained?)")
-    scored = [raw_scores(model, encoder, run, step) for run in runs if len(run)]
-    appearance = np.concatenate([a for a, _ in scored]) if scored else np.zeros(0)
+    measured = [_measure(model, encoder, run, step) for run in runs if len(run)]
+    appearance = np.concatenate([_appearance_raw(model, r) for r in measured]) if measured else np.zeros(0)
     if appearance.size < 2:
         raise ValueError(f"calibration needs at least 2 normal frames, got {appearance.size}")
+    rate = false_alarm_rate
 
-    def refit(old: Calibration, new: np.ndarray) -> Calibration:
-        pooled = np.concatenate([np.asarray(old.normal_scores), new]) if keep_existing else new
-        return Calibration.fit(pooled, false_alarm_rate or old.false_alarm_rate)
+    def refit(old: Calibration, new: np.ndarray, pool: bool) -> Calibration:
+        pooled = np.concatenate([np.asarray(old.normal_scores), new]) if pool else new
+        return Calibration.fit(pooled, rate or old.false_alarm_rate)
 
     before = model.calibration
-    model.calibration = refit(before, appearance)
+    model.calibration = refit(before, appearance, keep_existing)
     motion_pair = None
     motion_frames = 0
     if model.motion is not None and model.motion.calibration is not None:
-        joint = np.concatenate([j for _, j in scored if j is not None])
+        joint = np.concatenate([_joint_raw(model, r) for r in measured])
         motion_frames = int(joint.size)
-        if keep_existing or joint.size >= 2:
+        # With ``max`` the held-out joint scores were measured in the old appearance
+        # units, so only the new footage counts for the joint calibration then.
+        pool = keep_existing and model.motion.combine == "sum"
+        if joint.size >= 2 or (pool and joint.size):
             old = model.motion.calibration
-            model.motion.calibration = refit(old, joint)
+            model.motion.calibration = refit(old, joint, pool)
             motion_pair = (old, model.motion.calibration)
     return Recalibration(int(appearance.size), motion_frames, (before, model.calibration), motion_pair)

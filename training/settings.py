@@ -20,6 +20,8 @@ class MotionTraining(Strict):
 
     enabled: bool = False
     features: MotionSettings = Field(default_factory=MotionSettings)
+    combine: Literal["max", "sum"] = Field(
+        default="max", description="joint map: pixel-wise max of the calibrated maps, or their sum")
     weight: float = Field(default=1.0, gt=0, description="weight of the motion map in the joint map")
     cond_dim: int = Field(default=64, ge=4, multiple_of=4)
     coupling_blocks: int = Field(default=4, ge=1)

@@ -331,10 +331,15 @@ def train_motion(
     head_settings = settings.with_changes(lr=m.lr, epochs=m.epochs or settings.epochs)
     history = train_head(head, MotionBatches(torch.from_numpy(np.stack(train)), settings.image_batch),
                          head_settings, generator, progress)
-    motion = MotionModel(settings=m.features, head=head, weight=m.weight)
+    motion = MotionModel(settings=m.features, head=head, weight=m.weight, combine=m.combine)
     held_nll = motion.nll_maps(torch.from_numpy(np.stack([f for f in held if f is not None])))
     motion.stats = MapStatistics.from_nll(held_nll, settings.position_norm)
     model.motion = motion
+    if m.combine == "max":  # the motion channel's own calibration puts its map in threshold units
+        size = (model.input_size, model.input_size)
+        own = anomaly_map(held_nll, motion.stats, size, model.settings.blur_sigma)
+        raw = frame_score(own, model.settings.reduction, model.settings.topk).double().numpy()
+        motion.channel_calibration = Calibration.fit(raw, settings.false_alarm_rate)
     fit_motion_calibration(model, [n[torch.from_numpy(np.flatnonzero(has))] for n in holdout_nll], held_nll,
                            settings.false_alarm_rate)
     return history
