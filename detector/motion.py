@@ -56,7 +56,7 @@ class MotionSettings(Strict):
     model_config = {"frozen": True}
 
     size: int = Field(default=128, ge=16, description="side of the grey frames the flow is computed on")
-    cell: int = Field(default=4, ge=1, description="flow pooled over cell x cell pixels")
+    cell: int = Field(default=8, ge=1, description="flow pooled over cell x cell pixels")
     max_step: int = Field(default=3, ge=1, description="previous frame at most this many source frames "
                                                      "back; beyond, the frame has no motion evidence")
     max_gap_ms: int = Field(default=2000, ge=1, description="previous frame captured at most this long "
