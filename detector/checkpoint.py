@@ -13,7 +13,6 @@ the one place that knows what a :class:`~detector.model.SceneModel` keeps in one
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,13 +20,10 @@ from detector.anomaly_map import MapStatistics
 from detector.calibration import Calibration
 from detector.cflow import CFlowHead
 from detector.encoders import ENCODERS
-from detector.model import SceneModel, ScoreSettings, build_head
+from detector.model import MotionModel, SceneModel, ScoreSettings, build_head
 from detector.motion import MotionSettings
 from scenes.checkpoint import CheckpointError, StoredCheckpoint, read_checkpoint, write_checkpoint
 from scenes.registry import SceneRegistry
-
-if TYPE_CHECKING:
-    from detector.model import MotionModel
 
 #: The metadata keys a scene model writes; extra metadata may not replace them.
 MODEL_KEYS = ("format_version", "package_version", "kind", "head", "encoder", "input_size",
@@ -50,7 +46,6 @@ def _motion_checkpoint(motion: MotionModel) -> tuple[dict[str, torch.Tensor], di
 
 
 def _motion_model(meta: dict, tensors: dict[str, torch.Tensor]) -> MotionModel:
-    from detector.model import MotionModel
     own = {k[len(_MOTION):]: v for k, v in tensors.items() if k.startswith(_MOTION)}
     head = CFlowHead(**meta["head"])
     head.load_state_dict({k[5:]: v for k, v in own.items() if k.startswith("head.")}, strict=True)
@@ -78,9 +73,8 @@ def to_checkpoint(model: SceneModel, extra: dict | None = None) -> tuple[dict[st
         "calibration": model.calibration.to_dict(),
         "score": model.settings.model_dump(),
     }
-    motion = getattr(model, "motion", None)
-    if motion is not None:
-        motion_tensors, meta["motion"] = _motion_checkpoint(motion)
+    if model.motion is not None:
+        motion_tensors, meta["motion"] = _motion_checkpoint(model.motion)
         tensors.update(motion_tensors)
     clash = sorted(set(MODEL_KEYS) & set(extra or {}))
     if clash:
