@@ -193,6 +193,10 @@ class SceneModel:
                 maps[rows] = torch.maximum(appearance, motion)
         return maps
 
+    def raw_scores(self, maps: torch.Tensor) -> np.ndarray:
+        """Raw frame scores (B,) float64 of maps (B, S, S), read as this model's settings say."""
+        return frame_score(maps, self.settings.reduction, self.settings.topk).double().cpu().numpy()
+
     @torch.no_grad()
     def score_nll(
         self, nll: Sequence[torch.Tensor], has_motion: np.ndarray | None = None,
@@ -204,7 +208,7 @@ class SceneModel:
         if self.stats is None or self.calibration is None:
             raise RuntimeError("scene model is not calibrated (not trained?)")
         maps = self.raw_maps(nll, has_motion, motion_nll)
-        raw = frame_score(maps, self.settings.reduction, self.settings.topk).double().cpu().numpy()
+        raw = self.raw_scores(maps)
         n = len(raw)
         usable = self.motion is not None and has_motion is not None and motion_nll is not None
         with_motion = has_motion if usable else np.zeros(n, bool)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from detector.anomaly_map import frame_score
 from detector.calibration import Calibration
 from detector.encoders import Encoder
 from detector.model import SceneModel
@@ -70,7 +69,7 @@ def _measure(model: SceneModel, encoder: Encoder, run: Sequence[np.ndarray], ste
 @torch.no_grad()
 def _appearance_raw(model: SceneModel, run: _Run) -> np.ndarray:
     maps = model.raw_maps(run.nll)
-    return frame_score(maps, model.settings.reduction, model.settings.topk).double().numpy()
+    return model.raw_scores(maps)
 
 
 @torch.no_grad()
@@ -79,7 +78,7 @@ def _joint_raw(model: SceneModel, run: _Run) -> np.ndarray:
         return np.zeros(0)
     rows = torch.from_numpy(np.flatnonzero(run.has_motion))
     joint = model.raw_maps([n[rows] for n in run.nll], np.ones(len(rows), bool), run.motion_nll)
-    return frame_score(joint, model.settings.reduction, model.settings.topk).double().numpy()
+    return model.raw_scores(joint)
 
 
 def recalibrate(model: SceneModel, encoder: Encoder, runs: Sequence[Sequence[np.ndarray]], *,

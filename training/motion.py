@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from detector.anomaly_map import frame_score
 from detector.calibration import Calibration
 from detector.model import SceneModel
 from detector.motion import MotionSettings, flow_features, motion_frame
@@ -58,6 +57,6 @@ def fit_motion_calibration(
     """
     assert model.motion is not None
     joint = model.raw_maps(nll, np.ones(nll[0].shape[0], bool), motion_nll)
-    raw = frame_score(joint, model.settings.reduction, model.settings.topk).double().numpy()
+    raw = model.raw_scores(joint)
     model.motion.calibration = Calibration.fit(raw, false_alarm_rate)
     return model.motion.calibration

@@ -338,7 +338,7 @@ def train_motion(
     if m.combine == "max":  # the motion channel's own calibration puts its map in threshold units
         size = (model.input_size, model.input_size)
         own = anomaly_map(held_nll, motion.stats, size, model.settings.blur_sigma)
-        raw = frame_score(own, model.settings.reduction, model.settings.topk).double().numpy()
+        raw = model.raw_scores(own)
         motion.channel_calibration = Calibration.fit(raw, settings.false_alarm_rate)
     fit_motion_calibration(model, [n[torch.from_numpy(np.flatnonzero(has))] for n in holdout_nll], held_nll,
                            settings.false_alarm_rate)

@@ -88,12 +88,10 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     })
     cal = result.model.calibration
     assert cal is not None
-    from detector.anomaly_map import frame_score
     from detector.calibration import threshold_interval
 
     model = result.model
-    held = frame_score(model.raw_maps(result.holdout_nll), model.settings.reduction, model.settings.topk)
-    lo, hi = threshold_interval(held.double().numpy(), cal.false_alarm_rate)
+    lo, hi = threshold_interval(model.raw_scores(model.raw_maps(result.holdout_nll)), cal.false_alarm_rate)
     if len(cal.normal_scores) * cal.false_alarm_rate < 1:
         log.warning("scene %s: the %.2g %% threshold rests on %d held-out frames (fewer than %d it takes "
                     "to see one such frame); it is extrapolated (%s fit), 90 %% interval %.3g-%.3g: give "
