@@ -147,7 +147,7 @@ class Encoder(nn.Module):
         if weights is None:
             if spec.packaged_weights is None:
                 raise WeightsError(
-                    f"encoder {name!r} needs a weights file (detector.encoder_weights / "
+                    f"encoder {name!r} needs a weights file (config key encoder.weights, or "
                     "--encoder-weights): no pretrained weights ship with it and random "
                     "weights are never used"
                 )

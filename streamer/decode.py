@@ -8,6 +8,9 @@ stream is passed in explicitly:
   ``max_bad_packets`` failures *in a row* raise :class:`BadPacketsError` -- that is a
   broken source, not a corrupt frame (files: :data:`FILE_MAX_BAD_PACKETS`, live streams:
   :data:`LIVE_MAX_BAD_PACKETS`); a packet that decodes, even to no frame, resets the count;
+* a frame the decoder flags corrupt (PyAV's ``is_corrupt``: decoded with errors, e.g.
+  concealed after lost data) is skipped too (``on_corrupt_frame`` is told): it keeps its
+  index (``seq`` leaves a gap), so the frames after it keep theirs;
 * an error reading the container raises :class:`ReadError` (the caller decides whether
   that ends a file or loses a stream);
 * ``stall_s``: a packet arriving more than this long after the last decoded frame raises
@@ -36,6 +39,7 @@ __all__ = [
     "LIVE_MAX_BAD_PACKETS",
     "BadPacketListener",
     "BadPacketsError",
+    "CorruptFrameListener",
     "DecodeLoop",
     "DecodeLoopError",
     "Decoded",
@@ -53,6 +57,8 @@ LIVE_MAX_BAD_PACKETS = 50
 
 #: ``on_bad_packet(error, frames)``: a packet failed to decode after ``frames`` decoded frames.
 BadPacketListener = Callable[[BaseException, int], None]
+#: ``on_corrupt_frame(index)``: the frame with this index was flagged corrupt and skipped.
+CorruptFrameListener = Callable[[int], None]
 
 
 class DecodeLoopError(Exception):
@@ -97,8 +103,9 @@ class Decoded:
 class DecodeLoop:
     """Decode ``stream`` of ``container`` once, with the policy described in the module doc.
 
-    Iterate it once. ``frames`` and ``bad_packets`` count the frames decoded and the packets
-    that failed to decode so far. The caller opens and closes the container.
+    Iterate it once. ``frames``, ``bad_packets`` and ``corrupt_frames`` count the frames
+    decoded (the skipped corrupt ones included), the packets that failed to decode and the
+    corrupt frames skipped so far. The caller opens and closes the container.
     """
 
     def __init__(
@@ -110,6 +117,7 @@ class DecodeLoop:
         stall_s: float | None = None,
         stop: threading.Event | None = None,
         on_bad_packet: BadPacketListener | None = None,
+        on_corrupt_frame: CorruptFrameListener | None = None,
     ) -> None:
         if max_bad_packets < 1:
             raise ValueError(f"max_bad_packets must be >= 1, got {max_bad_packets}")
@@ -119,10 +127,13 @@ class DecodeLoop:
         self._stall_s = stall_s
         self._stop = stop
         self._on_bad_packet = on_bad_packet
-        #: frames decoded so far
+        self._on_corrupt_frame = on_corrupt_frame
+        #: frames decoded so far (corrupt ones included)
         self.frames = 0
         #: packets that failed to decode so far (in all, not only in a row)
         self.bad_packets = 0
+        #: frames flagged corrupt by the decoder and skipped so far
+        self.corrupt_frames = 0
 
     def __iter__(self) -> Iterator[Decoded]:
         packets = self._container.demux(self._stream)
@@ -154,5 +165,10 @@ class DecodeLoop:
             for vf in frames:
                 index = self.frames
                 self.frames += 1
-                last_frame = now
+                last_frame = now  # a corrupt frame is still a stream that delivers
+                if getattr(vf, "is_corrupt", False):
+                    self.corrupt_frames += 1
+                    if self._on_corrupt_frame is not None:
+                        self._on_corrupt_frame(index)
+                    continue
                 yield Decoded(frame=vf, index=index, at_s=now)

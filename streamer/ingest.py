@@ -20,6 +20,11 @@ never dropped silently. The first frames after a (re)connect (``warmup``) are no
 unless ``publish_warmup=True``, in which case they carry an extra ``warmup: 1`` header
 (consumers ignore headers they do not know).
 
+Frames the source skips as corrupt (a frame-folder image that does not decode, a packet
+that does not decode, a frame the decoder flags corrupt) are counted per camera in
+``vigil_ingest_frames_corrupt_total`` and in the worker's closing summary line ("... 22
+read, 22 published, 0 dropped, 2 skipped as corrupt ...").
+
 Metrics (:class:`IngestMetrics`) are labelled by camera; :meth:`IngestMetrics.health` is the
 ``/healthz`` check of :class:`vigil.ops.OpsServer`.
 """
@@ -71,8 +76,10 @@ class IngestMetrics:
 
     Counters (``vigil_ingest_*_total``): ``frames_read`` (frames the source delivered, after
     sampling to the analysis fps), ``frames_published``, ``frames_dropped`` (live frames
-    replaced by a newer one before publishing), ``frames_too_large`` (could not be published:
-    over the bus's size limit), ``frames_warmup`` (warm-up frames not published),
+    replaced by a newer one before publishing), ``frames_corrupt`` (skipped by the source as
+    corrupt: undecodable images or packets, frames the decoder flags corrupt; not in
+    ``frames_read``), ``frames_too_large`` (could not be published: over the bus's size
+    limit), ``frames_warmup`` (warm-up frames not published),
     ``publish_errors`` (bus errors), ``reconnects`` (reconnect attempts). Gauge
     ``vigil_ingest_last_frame_timestamp_seconds``: wall-clock time (Unix seconds) at which
     the camera's last frame was read.
@@ -96,6 +103,9 @@ class IngestMetrics:
         self.frames_dropped = Counter("vigil_ingest_frames_dropped",
                                       "Live frames replaced by a newer frame before they were published",
                                       cam, registry=reg)
+        self.frames_corrupt = Counter("vigil_ingest_frames_corrupt",
+                                      "Frames skipped as corrupt (undecodable image or packet, frame "
+                                      "flagged corrupt by the decoder)", cam, registry=reg)
         self.frames_too_large = Counter("vigil_ingest_frames_too_large",
                                         "Frames not published: record over the bus size limit",
                                         cam, registry=reg)
@@ -113,8 +123,8 @@ class IngestMetrics:
         """Start tracking a camera (its series appear at 0; its watchdog starts now)."""
         with self._lock:
             self._cameras[camera_id] = _CameraHealth(watchdog_s=watchdog_s, started=self._clock())
-        for metric in (self.frames_read, self.frames_published, self.frames_dropped, self.frames_too_large,
-                       self.frames_warmup, self.publish_errors, self.reconnects):
+        for metric in (self.frames_read, self.frames_published, self.frames_dropped, self.frames_corrupt,
+                       self.frames_too_large, self.frames_warmup, self.publish_errors, self.reconnects):
             metric.labels(camera_id)
 
     def frame_read(self, camera_id: str) -> None:
@@ -212,6 +222,7 @@ class IngestStats:
     read: int = 0
     published: int = 0
     dropped: int = 0
+    corrupt: int = 0
     too_large: int = 0
     reencoded: int = 0
     warmup: int = 0
@@ -313,6 +324,7 @@ class IngestWorker:
         try:
             source = self._source if self._source is not None else open_source(cam, self.stop)
             source.on_reconnect = self._on_reconnect
+            source.on_skip = self._on_skip
             log.info("camera %s: ingesting %s (%s, %s source, scene %s, fps %s) to %s",
                      cam.id, cam.display_url, cam.kind, source.source_type, cam.scene,
                      f"{cam.fps:g}" if cam.fps else "native", self.topic)
@@ -336,14 +348,22 @@ class IngestWorker:
             self._halt.set()
             self._flush()
             self.metrics.finished(cam.id, reason)
-            s = self.stats
-            log.info("camera %s: ingest %s: %d frames read, %d published, %d dropped, %d too large, "
-                     "%d reconnect attempts", cam.id, reason, s.read, s.published, s.dropped, s.too_large,
-                     s.reconnects)
+            log.info("camera %s: ingest %s: %s", cam.id, reason, self.summary())
+
+    def summary(self) -> str:
+        """What the worker did, in words: ``22 frames read, 22 published, 0 dropped, 2 skipped
+        as corrupt, 0 too large, 0 reconnect attempts``."""
+        s = self.stats
+        return (f"{s.read} frames read, {s.published} published, {s.dropped} dropped, {s.corrupt} skipped "
+                f"as corrupt, {s.too_large} too large, {s.reconnects} reconnect attempts")
 
     def _on_reconnect(self, attempt: int, delay_s: float, reason: str) -> None:
         self.stats.reconnects += 1
         self.metrics.reconnects.labels(self.camera.id).inc()
+
+    def _on_skip(self, seq: int, what: str) -> None:
+        self.stats.corrupt += 1
+        self.metrics.frames_corrupt.labels(self.camera.id).inc()
 
     def _accept(self, frame: CapturedFrame) -> bool:
         """Count a frame read; False if it is a warm-up frame that is not published."""

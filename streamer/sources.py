@@ -30,6 +30,13 @@ a capped exponential back-off (``reconnect_initial_s`` doubling up to ``reconnec
 reset once a connection delivers a frame). The first ``warmup_frames`` decoded frames after
 each (re)connect are flagged ``warmup`` (a decoder that joined mid-GOP may produce smeared
 frames). URLs in logs, errors and ``repr`` have their credentials redacted.
+
+Corrupt frames are skipped, never delivered, and counted: a frame-folder image that does
+not decode (a truncated JPEG), a packet that does not decode, a frame the decoder flags
+corrupt. Each is counted in ``frames_skipped`` and told to ``on_skip(seq, what)``; the
+ingest worker counts them per camera. A replay's file is opened once when the source is
+made, so a missing file or one that is no video (a text file named ``.mp4``) is a
+:class:`SourceError` naming the camera before anything runs.
 """
 
 from __future__ import annotations
@@ -59,9 +66,11 @@ from streamer.decode import AV_ERRORS, LIVE_MAX_BAD_PACKETS, DecodeLoop, DecodeL
 from streamer.video import (
     DEFAULT_DIR_FPS,
     IMAGE_SUFFIXES,
+    SkipListener,
     SourceError,
     iter_video_frames,
     numbered_images,
+    probe_video,
     read_image_file,
     read_jpeg_file,
 )
@@ -77,6 +86,7 @@ __all__ = [
     "FrameDirSource",
     "ReconnectListener",
     "RtspSource",
+    "SkipListener",
     "Source",
     "SourceError",
     "open_source",
@@ -195,10 +205,19 @@ class Source(ABC):
         self.camera = camera
         self.stop = stop if stop is not None else threading.Event()
         self.on_reconnect = on_reconnect
+        #: told of every frame skipped as corrupt (see the module docstring)
+        self.on_skip: SkipListener | None = None
         #: reconnect attempts so far (live sources)
         self.reconnects = 0
         #: frames decoded so far (before sampling)
         self.frames_decoded = 0
+        #: frames skipped as corrupt so far (bad images, undecodable packets, corrupt frames)
+        self.frames_skipped = 0
+
+    def _skipped(self, seq: int, what: str) -> None:
+        self.frames_skipped += 1
+        if self.on_skip is not None:
+            self.on_skip(seq, what)
 
     @property
     def source_type(self) -> SourceType:
@@ -283,21 +302,34 @@ class _Replay(Source):
 
 
 class FileSource(_Replay):
-    """A video file decoded with PyAV (:func:`streamer.video.iter_video_frames`)."""
+    """A video file decoded with PyAV (:func:`streamer.video.iter_video_frames`); it is
+    opened once when the source is made, to refuse a file that is no video at once."""
 
     def _check_path(self) -> None:
-        p = Path(self.camera.url)
+        cam = self.camera
+        p = Path(cam.url)
         if not p.is_file():
-            raise SourceError(f"camera {self.camera.id}: video file not found: {self.camera.display_url}")
+            raise SourceError(f"camera {cam.id}: video file not found: {cam.display_url}")
+        try:
+            probe_video(p)
+        except SourceError as exc:
+            raise SourceError(f"camera {cam.id}: {exc}") from None
 
     def _pass(self) -> Generator[tuple[int, int, Callable[[], Loaded | None]], None, None]:
-        for frame in iter_video_frames(self.camera.url):
-            yield frame.seq, frame.ts_ms, (lambda f=frame: (f.image, None))
+        cam = self.camera
+        try:
+            frames = iter_video_frames(cam.url, on_skip=self._skipped, who=f"camera {cam.id}")
+            for frame in frames:
+                yield frame.seq, frame.ts_ms, (lambda f=frame: (f.image, None))
+        except SourceError as exc:
+            raise SourceError(f"camera {cam.id}: {exc}") from None
 
 
 class FrameDirSource(_Replay):
     """A folder of numbered images (STC ``000.jpg, 001.jpg, ...``): ``seq`` = the number in
     the file name, media time = ``seq / 25 fps``. An unreadable image is logged and skipped."""
+
+    _loaded = 0  # images read in the current pass
 
     def _check_path(self) -> None:
         p = Path(self.camera.url)
@@ -310,10 +342,20 @@ class FrameDirSource(_Replay):
             )
 
     def _pass(self) -> Generator[tuple[int, int, Callable[[], Loaded | None]], None, None]:
-        for index, file in numbered_images(Path(self.camera.url)):
-            yield index, int(round(index / DEFAULT_DIR_FPS * 1000.0)), (lambda f=file: self._load(f))
+        """One pass over the folder; a pass in which every image read was unreadable is a
+        :class:`SourceError` (a folder of broken files is no replay)."""
+        folder = Path(self.camera.url)
+        self._loaded = 0
+        skipped_before = self.frames_skipped
+        for index, file in numbered_images(folder):
+            media_ms = int(round(index / DEFAULT_DIR_FPS * 1000.0))
+            yield index, media_ms, (lambda i=index, f=file: self._load(i, f))
+        skipped = self.frames_skipped - skipped_before
+        if not self._loaded and skipped:
+            raise SourceError(f"camera {self.camera.id}: no readable image in frame folder {folder} "
+                              f"({skipped} unreadable)")
 
-    def _load(self, file: Path) -> Loaded | None:
+    def _load(self, index: int, file: Path) -> Loaded | None:
         """A JPEG file replayed at its own size goes on as it is: it is only checked (header
         and a decode at 1/8 scale, a quarter of the cost of a full decode); other files are
         decoded."""
@@ -321,11 +363,14 @@ class FrameDirSource(_Replay):
             if self.camera.resize is None and file.suffix.lower() in (".jpg", ".jpeg"):
                 data = read_jpeg_file(file)
                 if data is not None:
+                    self._loaded += 1
                     return None, data
             image, data = read_image_file(file)
         except SourceError as exc:
             log.warning("camera %s: skipping frame: %s", self.camera.id, exc)
+            self._skipped(index, "unreadable image")
             return None
+        self._loaded += 1
         return image, data if data.startswith(JPEG_MAGIC) else None
 
 
@@ -421,7 +466,8 @@ class RtspSource(Source):
         sampler = FpsSampler(cam.fps)
         first_pts_ms: float | None = None
         loop = DecodeLoop(container, stream, max_bad_packets=LIVE_MAX_BAD_PACKETS, stall_s=cam.watchdog_s,
-                          stop=self.stop, on_bad_packet=self._bad_packet)
+                          stop=self.stop, on_bad_packet=self._bad_packet,
+                          on_corrupt_frame=self._corrupt_frame)
         try:
             for decoded in loop:
                 vf = decoded.frame
@@ -447,6 +493,14 @@ class RtspSource(Source):
 
     def _bad_packet(self, exc: BaseException, frames: int) -> None:
         log.debug("camera %s: undecodable packet: %s", self.camera.id, _describe(exc))
+        self._skipped(self._next_seq, "undecodable packet")
+
+    def _corrupt_frame(self, index: int) -> None:
+        """A frame flagged corrupt keeps its place in the numbering (``seq`` leaves a gap)."""
+        log.debug("camera %s: skipping a frame the decoder flags corrupt", self.camera.id)
+        self.frames_decoded += 1
+        self._skipped(self._next_seq, "corrupt frame")
+        self._next_seq += 1
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,14 @@ from streamer.decode import (
 __all__ = [
     "IMAGE_SUFFIXES",
     "Frame",
+    "SkipListener",
     "SourceError",
     "VideoInfo",
     "iter_frame_dir",
     "numbered_images",
     "iter_frames",
     "iter_video_frames",
+    "probe_video",
     "video_info",
 ]
 
@@ -50,6 +52,11 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
 #: Frame rate assumed for frame folders, which carry no timing of their own.
 DEFAULT_DIR_FPS = 25.0
+
+#: ``on_skip(seq, what)``: a frame was skipped as corrupt; ``what`` is ``"undecodable
+#: packet"`` (``seq``: the index the next decoded frame gets), ``"corrupt frame"`` or
+#: ``"unreadable image"``.
+SkipListener = Callable[[int, str], None]
 
 
 class SourceError(RuntimeError):
@@ -123,6 +130,13 @@ def _open_input(path: PathLike) -> tuple[Any, Any]:
     return container, container.streams.video[0]
 
 
+def probe_video(path: PathLike) -> None:
+    """Check that ``path`` opens as a video with a video stream (:class:`SourceError` naming
+    it if not: missing, a directory, not a video); nothing is decoded."""
+    container, _stream = _open_input(path)
+    container.close()
+
+
 def _stream_fps(stream: Any) -> float:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate is not None and rate > 0:
@@ -134,42 +148,95 @@ def _stream_fps(stream: Any) -> float:
 
 
 def iter_video_frames(
-    path: PathLike, *, max_frames: int | None = None, step: int = 1
+    path: PathLike,
+    *,
+    max_frames: int | None = None,
+    step: int = 1,
+    on_skip: SkipListener | None = None,
+    who: str | None = None,
 ) -> Iterator[Frame]:
     """Decode a video file or URL with PyAV and yield BGR frames.
 
     Every decoded frame gets ``seq`` = its index in decode order; only frames with
     ``seq % step == 0`` are yielded, at most ``max_frames`` of them. A packet that fails
-    to decode is logged and skipped; a source that cannot be opened raises
+    to decode and a frame the decoder flags corrupt are logged and skipped (``on_skip`` is
+    told of each); a file that ends well before the frame count its container declares is
+    logged as ended early (truncated or damaged). A source that cannot be opened raises
     :class:`SourceError` immediately (at call time, not on first iteration), as does one
-    from which not a single frame can be decoded.
+    from which not a single frame can be decoded. ``who`` (e.g. ``"camera gate"``) starts
+    every log line about the file.
     """
     _check_limits(max_frames, step)
     container, stream = _open_input(path)
-    return _decode(container, stream, _show(path), max_frames, step)
+    return _decode(container, stream, _show(path), max_frames, step, on_skip=on_skip, who=who)
+
+
+def _expected_frames(container: Any, stream: Any) -> tuple[int, bool]:
+    """The frame count the container declares for ``stream`` and whether it is exact (the
+    stream's own count) or an estimate (duration x frame rate); ``(0, False)`` if unknown."""
+    frames = int(getattr(stream, "frames", 0) or 0)
+    if frames > 0:
+        return frames, True
+    fps = _stream_fps(stream)
+    duration = getattr(stream, "duration", None)
+    time_base = getattr(stream, "time_base", None)
+    seconds = 0.0
+    if duration is not None and time_base is not None:
+        seconds = float(duration * time_base)
+    elif getattr(container, "duration", None) is not None:
+        seconds = container.duration / av.time_base
+    return (int(round(seconds * fps)), False) if fps > 0 else (0, False)
+
+
+def _ended_early(decoded: int, expected: int, exact: bool) -> bool:
+    """Whether ``decoded`` frames are clearly fewer than the ``expected`` the container
+    declared (a small shortfall is allowed: edit lists, rounding of an estimate)."""
+    slack = max(1, expected // 100) if exact else max(2, expected // 50)
+    return expected > 0 and decoded < expected - slack
 
 
 def _decode(
-    container: Any, stream: Any, shown: str, max_frames: int | None, step: int
+    container: Any,
+    stream: Any,
+    shown: str,
+    max_frames: int | None,
+    step: int,
+    *,
+    on_skip: SkipListener | None = None,
+    who: str | None = None,
 ) -> Iterator[Frame]:
-    """Frames of an opened file: a corrupt packet is skipped, a read error ends the file
-    (or is a :class:`SourceError` before the first frame), :data:`FILE_MAX_BAD_PACKETS`
-    failed packets in a row or no decodable frame at all is a :class:`SourceError`."""
+    """Frames of an opened file: a corrupt packet or frame is skipped, a read error ends the
+    file (or is a :class:`SourceError` before the first frame), :data:`FILE_MAX_BAD_PACKETS`
+    failed packets in a row or no usable frame at all is a :class:`SourceError`; a file
+    that ends short of its declared frame count is logged as ended early."""
     fps = _stream_fps(stream)
     start = stream.start_time
     yielded = 0
     last_ts = -1
+    prefix = f"{who}: " if who else ""
 
     def bad_packet(exc: BaseException, frames: int) -> None:
         log.warning(
-            "skipping undecodable packet in %s (after frame %d): %s",
+            "%sskipping undecodable packet in %s (after frame %d): %s",
+            prefix,
             shown,
             frames - 1,
             redact_url(str(exc)),
         )
+        if on_skip is not None:
+            on_skip(frames, "undecodable packet")
+
+    def corrupt_frame(index: int) -> None:
+        log.warning("%sskipping frame %d of %s: the decoder flags it corrupt", prefix, index, shown)
+        if on_skip is not None:
+            on_skip(index, "corrupt frame")
 
     loop = DecodeLoop(
-        container, stream, max_bad_packets=FILE_MAX_BAD_PACKETS, on_bad_packet=bad_packet
+        container,
+        stream,
+        max_bad_packets=FILE_MAX_BAD_PACKETS,
+        on_bad_packet=bad_packet,
+        on_corrupt_frame=corrupt_frame,
     )
     try:
         if max_frames == 0:
@@ -193,7 +260,8 @@ def _decode(
             if not loop.frames:
                 raise SourceError(f"cannot read video source {shown}: {exc}") from None
             log.warning(
-                "stopping read of %s after frame %d: %s",
+                "%sstopping read of %s after frame %d: %s",
+                prefix,
                 shown,
                 loop.frames - 1,
                 redact_url(str(exc.error)),
@@ -204,6 +272,21 @@ def _decode(
             raise SourceError(
                 f"no decodable frames in video source {shown} "
                 f"({loop.bad_packets} packets failed to decode)"
+            )
+        if loop.frames and loop.corrupt_frames == loop.frames:
+            raise SourceError(
+                f"no usable frames in video source {shown} "
+                f"(all {loop.frames} decoded frames are flagged corrupt)"
+            )
+        expected, exact = _expected_frames(container, stream)
+        if _ended_early(loop.frames, expected, exact):
+            log.warning(
+                "%s%s ended early at frame %d of %d%s (truncated or damaged)",
+                prefix,
+                shown,
+                loop.frames,
+                expected,
+                "" if exact else " expected from its duration",
             )
     finally:
         container.close()
@@ -256,14 +339,16 @@ def iter_frame_dir(
     max_frames: int | None = None,
     step: int = 1,
     fps: float = DEFAULT_DIR_FPS,
+    on_skip: SkipListener | None = None,
 ) -> Iterator[Frame]:
     """Yield frames from a folder of numbered images (STC layout ``000.jpg, 001.jpg, ...``).
 
     Images are ordered by the number in their stem, which is also their ``seq``;
     ``ts_ms = seq / fps * 1000``. With ``step`` > 1 only images whose number is a
     multiple of ``step`` are read. A missing or empty folder raises :class:`SourceError`
-    at call time; an image that cannot be decoded raises :class:`SourceError` naming the
-    file when it is reached (the caller decides whether to skip it and go on).
+    at call time. An image that cannot be decoded raises :class:`SourceError` naming the
+    file when it is reached -- unless ``on_skip`` is given: then it is logged, skipped and
+    ``on_skip`` is told.
     """
     _check_limits(max_frames, step)
     if fps <= 0:
@@ -278,11 +363,15 @@ def iter_frame_dir(
         raise SourceError(
             f"frame folder is empty: {p} (no numbered {'/'.join(sorted(IMAGE_SUFFIXES))} files)"
         )
-    return _read_images(images, max_frames, step, fps)
+    return _read_images(images, max_frames, step, fps, on_skip)
 
 
 def _read_images(
-    images: list[tuple[int, Path]], max_frames: int | None, step: int, fps: float
+    images: list[tuple[int, Path]],
+    max_frames: int | None,
+    step: int,
+    fps: float,
+    on_skip: SkipListener | None = None,
 ) -> Iterator[Frame]:
     yielded = 0
     for index, file in images:
@@ -290,7 +379,15 @@ def _read_images(
             return
         if index % step:
             continue
-        yield Frame(seq=index, ts_ms=int(round(index / fps * 1000.0)), image=_read_image(file))
+        try:
+            image = _read_image(file)
+        except SourceError as exc:
+            if on_skip is None:
+                raise
+            log.warning("skipping frame %d: %s", index, exc)
+            on_skip(index, "unreadable image")
+            continue
+        yield Frame(seq=index, ts_ms=int(round(index / fps * 1000.0)), image=image)
         yielded += 1
 
 
@@ -343,27 +440,26 @@ def iter_frames(path: PathLike, **kw: Any) -> Iterator[Frame]:
 def video_info(path: PathLike) -> VideoInfo:
     """Size, frame rate and (possibly estimated) frame count of a video or frame folder.
 
-    For a frame folder the size comes from the first image, ``fps`` is
-    :data:`DEFAULT_DIR_FPS` and ``frames`` is the number of numbered images.
+    For a frame folder the size comes from the first readable image (unreadable ones are
+    passed over: reading skips them too), ``fps`` is :data:`DEFAULT_DIR_FPS` and
+    ``frames`` is the number of numbered images.
     """
     if not _is_url(path) and Path(path).is_dir():
         p = Path(path)
         images = numbered_images(p)
         if not images:
             raise SourceError(f"frame folder is empty: {p}")
-        h, w = _read_image(images[0][1]).shape[:2]
-        return VideoInfo(width=w, height=h, fps=DEFAULT_DIR_FPS, frames=len(images))
+        for _index, file in images:
+            try:
+                h, w = _read_image(file).shape[:2]
+            except SourceError:
+                continue
+            return VideoInfo(width=w, height=h, fps=DEFAULT_DIR_FPS, frames=len(images))
+        raise SourceError(f"no readable image in frame folder {p} ({len(images)} unreadable)")
     container, stream = _open_input(path)
     try:
         fps = _stream_fps(stream)
-        frames = int(stream.frames or 0)
-        if frames <= 0 and fps > 0:
-            duration_s = 0.0
-            if stream.duration is not None and stream.time_base is not None:
-                duration_s = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration_s = container.duration / av.time_base
-            frames = int(round(duration_s * fps))
+        frames, _exact = _expected_frames(container, stream)
         cc = stream.codec_context
         return VideoInfo(width=int(cc.width), height=int(cc.height), fps=fps, frames=frames)
     finally:

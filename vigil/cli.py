@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.redact import redact_url
 from vigil.config import ConfigError, VigilConfig, load_config
 
 log = logging.getLogger("vigil")
@@ -22,6 +23,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from common.bus import BusError
     from common.ids import InvalidSceneIdError
     from detector.encoders import WeightsError
+    from detector.offline import OutputError
     from detector.scorer import EncoderMismatchError
     from scenes.checkpoint import CheckpointError
     from scenes.registry import UnknownSceneError
@@ -30,7 +32,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
             InvalidSceneIdError, EncoderMismatchError, BusError, StoreError, AlertNotFoundError,
-            EvaluationError)
+            EvaluationError, OutputError)
 
 
 def _registry(cfg: VigilConfig, override: Path | None):
@@ -47,8 +49,8 @@ def _encoder(cfg: VigilConfig, weights: Path | None):
 
 def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     from common.ids import validate_scene_id
-    from training.data import load_scene_frames, stc_training_videos
-    from training.train import settings_summary, train_scene
+    from training.data import read_footage, stc_training_videos
+    from training.train import settings_summary, train_footage
 
     validate_scene_id(args.scene)  # before training, not after it
     settings = cfg.training
@@ -57,6 +59,8 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
         overrides["model"] = args.model
     if args.motion is not None:
         overrides["motion"] = settings.motion.model_copy(update={"enabled": args.motion})
+    if args.cross_fit is not None:
+        overrides["cross_fit"] = args.cross_fit
     settings = settings.with_changes(**overrides)
     if args.stc_root:
         videos = stc_training_videos(args.stc_root, args.scene)
@@ -65,8 +69,8 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     else:
         raise ConfigError("give training footage: --videos PATH... or --stc-root ROOT")
     encoder = _encoder(cfg, args.encoder_weights)
-    data = load_scene_frames(videos, settings.input_size, settings.holdout_fraction,
-                             settings.frame_stride, settings.max_frames_per_video)
+    footage = read_footage(videos, settings.input_size, settings.frame_stride, settings.max_frames_per_video)
+    data = footage.split(settings.holdout_fraction)
     if getattr(args, "preview_augment", None):  # SANFlow's synthetic anomalies, for a look
         from training.augment import preview_grid
         from training.train import augment_settings
@@ -76,13 +80,15 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
         return 0
     log.info("scene %s: training %s on %d frames (%d held out for calibration)",
              args.scene, settings.model, len(data.train), len(data.holdout))
-    result = train_scene(encoder, data.train, data.holdout, settings, progress=not args.quiet,
-                         train_runs=data.train_runs, holdout_runs=data.holdout_runs)
+    def on_fold(fold: int, folds: int) -> None:
+        log.info("scene %s: cross-fitting: fold model %d of %d", args.scene, fold, folds - 1)
+
+    result, summary = train_footage(encoder, footage, settings, progress=not args.quiet, on_fold=on_fold)
     from detector.checkpoint import save_scene
 
     registry = _registry(cfg, args.registry)
     folder = save_scene(registry, args.scene, result.model, {
-        "training": {**data.summary, "settings": settings_summary(settings),
+        "training": {**summary, "settings": settings_summary(settings),
                      "history": result.history, "motion_history": result.motion_history,
                      "seconds": round(result.seconds, 1)},
     })
@@ -91,7 +97,9 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     from detector.calibration import threshold_interval
 
     model = result.model
-    lo, hi = threshold_interval(model.raw_scores(model.raw_maps(result.holdout_nll)), cal.false_alarm_rate)
+    ordered = (result.cross_fit.ordered_scores() if result.cross_fit is not None
+               else model.raw_scores(model.raw_maps(result.holdout_nll)))
+    lo, hi = threshold_interval(ordered, cal.false_alarm_rate)
     if len(cal.normal_scores) * cal.false_alarm_rate < 1:
         log.warning("scene %s: the %.2g %% threshold rests on %d held-out frames (fewer than %d it takes "
                     "to see one such frame); it is extrapolated (%s fit), 90 %% interval %.3g-%.3g: give "
@@ -104,11 +112,13 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
         "threshold_interval_90": [round(lo, 4), round(hi, 4)], "holdout_frames": len(cal.normal_scores),
         "false_alarm_rate": cal.false_alarm_rate,
         "motion": result.model.motion is not None,
+        "cross_fit_folds": result.cross_fit.folds if result.cross_fit is not None else None,
     }))
     return 0
 
 
 def cmd_score(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    """Score a video or frame folder offline; the outputs appear whole or not at all."""
     from detector.checkpoint import load_scene
     from detector.offline import score_source
     from detector.scorer import FrameScorer
@@ -120,7 +130,8 @@ def cmd_score(args: argparse.Namespace, cfg: VigilConfig) -> int:
     summary = score_source(scorer, args.source, out, cfg.detector.batch_size,
                            write_video=not args.no_video, progress=not args.quiet)
     print(json.dumps({
-        "frames": summary.frames, "above_threshold": summary.above_threshold,
+        "frames": summary.frames, "skipped_corrupt": summary.skipped,
+        "above_threshold": summary.above_threshold,
         "max_score": round(summary.max_score, 4), "csv": str(summary.csv),
         "video": str(summary.video) if summary.video else None,
         "timeline": str(summary.timeline) if summary.timeline else None,
@@ -192,13 +203,25 @@ def cmd_demo(args: argparse.Namespace, cfg: VigilConfig) -> int:
     return 0
 
 
+def _named(camera: str, exc: BaseException) -> str:
+    """An error message that names its camera (once)."""
+    text = str(exc)
+    return text if text.startswith(f"camera {camera}:") else f"camera {camera}: {text}"
+
+
 def _run_roles(cfg: VigilConfig, roles: tuple[str, ...], until_drained: bool) -> int:
+    """Run ``roles``; print the summary (JSON). A camera whose replay broke off mid-way is
+    an error line naming it, and exit code 1 (a set-up refused at start raises: exit 2)."""
     from vigil.runner import run_roles
 
     if "ingest" in roles and not cfg.cameras:
         raise ConfigError("no cameras configured (the `cameras:` list of the config is empty)")
     pipeline = run_roles(cfg, roles, until_drained)
     summary: dict = {}
+    if pipeline.ingest:
+        summary["ingest"] = {w.camera.id: {"read": w.stats.read, "published": w.stats.published,
+                                           "dropped": w.stats.dropped, "skipped_corrupt": w.stats.corrupt}
+                             for w in pipeline.ingest}
     if pipeline.recorder is not None:
         summary["scores_recorded"] = {c.id: pipeline.recorder.count(c.id) for c in cfg.cameras}
         summary["dir"] = str(cfg.recorder.dir)
@@ -209,7 +232,10 @@ def _run_roles(cfg: VigilConfig, roles: tuple[str, ...], until_drained: bool) ->
         summary["alert_store"] = str(store.dir) if store.kind == "local" else store.kind
     if summary:
         print(json.dumps(summary))
-    return 0
+    failed = pipeline.ingest_failures()
+    for camera, exc in failed:
+        print(f"vigil: error: {redact_url(_named(camera, exc))}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_run(args: argparse.Namespace, cfg: VigilConfig) -> int:
@@ -293,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--motion", action=argparse.BooleanOptionalAction, default=None,
                    help="give the scene a motion channel (optical flow between consecutive frames); "
                         "default: training.motion.enabled")
+    t.add_argument("--cross-fit", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit the threshold on every fold of the footage, each scored by a model that did "
+                        "not train on it (one extra training per fold); default: training.cross_fit")
     t.add_argument("--epochs", type=int)
     t.add_argument("--seed", type=int)
     common(t)
@@ -375,12 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from common.redact import install_redaction, redact_url
+    from common.redact import install_excepthooks, install_redaction
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_redaction()  # every root handler: no library's log line shows a secret, at any level
+    install_excepthooks()  # nor an uncaught exception's traceback, in any thread
     try:
         cfg = load_config(args.config)
         return args.func(args, cfg)

@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     """A configuration file is unreadable or invalid."""
 
 
+class SetupError(ConfigError):
+    """The config is valid but what it points at is not usable: a camera's scene has no
+    checkpoint, a checkpoint is broken (see :func:`vigil.runner.check_scenes`)."""
+
+
 class EncoderConfig(Strict):
     """The shared feature encoder."""
 

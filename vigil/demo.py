@@ -55,6 +55,26 @@ def write_demo_videos(out: Path) -> tuple[Path, Path]:
     return normal, camera
 
 
+def stream_config(cfg: VigilConfig, out: Path, camera: Path) -> VigilConfig:
+    """`vigil run`'s config for the demo: ``camera`` replayed as camera ``demo-cam`` of scene
+    ``campus`` (registry ``out/scenes``), scores to ``out/scores``, alerts to ``out/alerts``.
+
+    The replay plays like a camera: paced at the clip's own rate, its timestamps from the
+    wall clock at its start (``replay_start_ms`` unset). The detector's ``latency_ms`` is
+    the wall clock minus a frame's timestamp: a replay timed from the epoch
+    (``replay_start_ms: 0``) recorded a "latency" of some 55 years (about 1.8e12 ms), and
+    an unpaced one runs ahead of the clock (latency 0).
+    """
+    return VigilConfig.model_validate({
+        **cfg.model_dump(mode="python"),
+        "scenes": {"root": out / "scenes"},
+        "cameras": [{"id": "demo-cam", "url": str(camera), "scene": "campus", "realtime": True}],
+        "recorder": {"enabled": True, "dir": out / "scores"},
+        "alerting": {**cfg.alerting.model_dump(mode="python"),
+                     "store": {"kind": "local", "dir": out / "alerts"}},
+    })
+
+
 def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
     from alerting.store import open_store
     from detector.checkpoint import load_scene, save_scene
@@ -80,14 +100,7 @@ def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
 
     print("[2/3] streaming the camera video through ingest -> detector -> alerting (embedded bus)",
           flush=True)
-    run_cfg = VigilConfig.model_validate({
-        **cfg.model_dump(mode="python"),
-        "scenes": {"root": out / "scenes"},
-        "cameras": [{"id": "demo-cam", "url": str(camera), "scene": "campus", "replay_start_ms": 0}],
-        "recorder": {"enabled": True, "dir": out / "scores"},
-        "alerting": {**cfg.alerting.model_dump(mode="python"),
-                     "store": {"kind": "local", "dir": out / "alerts"}},
-    })
+    run_cfg = stream_config(cfg, out, camera)
     with Pipeline(run_cfg, ("ingest", "detect", "record", "alert")) as pipeline:
         pipeline.wait(timeout=600)
     alerts = open_store(run_cfg.alerting.store).list("demo-cam")

@@ -5,6 +5,16 @@ threads on one bus -- the in-process bus by default, Kafka when ``bus.kind: kafk
 `vigil ingest`, `vigil detect` and `vigil alert` start one role each. The roles themselves
 live in their packages (:mod:`streamer.ingest`, :mod:`detector.worker`,
 :mod:`vigil.recorder`, :mod:`alerting.worker`); this module only connects them.
+
+Before any role starts, :meth:`Pipeline.start` checks the set-up and refuses a broken one
+with a :class:`~vigil.config.SetupError` (one line, naming the camera and scene):
+
+* every replay (video file, frame folder) is opened: a missing file or one that is no
+  video is a :class:`~streamer.video.SourceError` naming the camera;
+* a process that detects checks every camera's scene against the scene registry and every
+  checkpoint in it (:func:`scene_problems`): a missing, broken or mismatched scene is an
+  error, unless ``detector.allow_missing_scenes`` says to start anyway (then each is a
+  warning, and the frames of such a scene are skipped and counted by the detector).
 """
 
 from __future__ import annotations
@@ -24,18 +34,76 @@ from alerting.worker import AlertMetrics, AlertWorker
 from common.bus import Bus, InProcessBus, KafkaBus
 from common.messages import FRAMES_TOPIC, SCORES_TOPIC
 from streamer.ingest import IngestMetrics, IngestWorker
-from vigil.config import VigilConfig
+from streamer.sources import Source, open_source
+from vigil.config import SetupError, VigilConfig
 from vigil.ops import OpsServer
 from vigil.recorder import ScoreRecorder
 
 if TYPE_CHECKING:  # the model stack is imported only by a process that detects (see start)
+    from detector.encoders import Encoder
     from detector.worker import DetectorMetrics, DetectorWorker
+    from scenes.registry import SceneRegistry
 
 log = logging.getLogger(__name__)
 
 ROLES = ("ingest", "detect", "record", "alert")
 #: What a Pipeline runs unless told otherwise (`vigil run` adds "alert").
 DEFAULT_ROLES = ("ingest", "detect", "record")
+
+
+def _cameras(ids: list[str]) -> str:
+    return f"camera {ids[0]}" if len(ids) == 1 else f"cameras {', '.join(ids)}"
+
+
+def scene_problems(cfg: VigilConfig, registry: SceneRegistry, encoder: Encoder) -> list[str]:
+    """What is wrong with the scenes a detector of ``cfg`` serves, one line each: a
+    camera's scene without a checkpoint, a checkpoint folder that is broken (the registry's
+    :meth:`~scenes.registry.SceneRegistry.health`), or one that does not load as a scene
+    model for ``encoder``. Every scene folder is checked, used by a camera here or not (a
+    detector serves every camera of the deployment). Empty: all is well."""
+    from detector.checkpoint import from_checkpoint
+    from detector.scorer import EncoderMismatchError, check_encoder
+    from scenes.checkpoint import CheckpointError
+
+    users: dict[str, list[str]] = {}
+    for cam in cfg.cameras:
+        users.setdefault(cam.scene, []).append(cam.id)
+    health = {h.scene: h for h in registry.health()}
+    known = ", ".join(s for s, h in health.items() if h.ok) or "none"
+    problems = []
+    for scene, ids in users.items():
+        if scene not in health:
+            problems.append(f"{_cameras(ids)}: scene {scene!r} has no checkpoint in {registry.root} "
+                            f"(known scenes: {known}); train it with `vigil train --scene {scene} ...`")
+    for scene, h in health.items():
+        where = f"{_cameras(users[scene])}: " if scene in users else ""
+        if not h.ok:
+            problems.append(f"{where}scene {scene!r}: checkpoint {registry.root / scene} is broken: "
+                            f"{h.status}")
+            continue
+        try:
+            check_encoder(from_checkpoint(registry.load(scene)), encoder, scene)
+        except EncoderMismatchError as exc:
+            problems.append(f"{where}{exc}")
+        except CheckpointError as exc:
+            problems.append(f"{where}scene {scene!r}: {exc}")
+    return problems
+
+
+def check_scenes(cfg: VigilConfig, registry: SceneRegistry, encoder: Encoder) -> None:
+    """Refuse to detect with broken scenes (:func:`scene_problems`): a :class:`SetupError`
+    listing them, or with ``detector.allow_missing_scenes`` a warning for each."""
+    problems = scene_problems(cfg, registry, encoder)
+    if problems and not cfg.detector.allow_missing_scenes:
+        raise SetupError("; ".join(problems) + " (detector.allow_missing_scenes: true starts anyway)")
+    for problem in problems:
+        log.warning("%s; starting anyway (detector.allow_missing_scenes): its frames are skipped", problem)
+    scenes = set(registry.scenes())
+    if not scenes and not cfg.cameras:
+        log.warning("no scene checkpoints in %s: every frame is skipped (unknown_scene) until a scene is "
+                    "trained there", registry.root)
+    for scene in sorted(set(cfg.alerting.scenes) - scenes):
+        log.warning("alerting.scenes.%s: no such scene in %s (a typo?)", scene, registry.root)
 
 
 def make_bus(cfg: VigilConfig) -> Bus:
@@ -81,7 +149,18 @@ class Pipeline:
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> Pipeline:
+        """Check the set-up (see the module docstring), then start the roles."""
         assert self.bus is not None
+        # Set-up checks first, before any thread runs: every replay opens, every scene loads.
+        replays = self._open_replays() if "ingest" in self.roles else {}
+        encoder, scenes = None, None
+        if "detect" in self.roles:
+            from detector.encoders import Encoder
+            from scenes.registry import SceneRegistry
+
+            encoder = Encoder(self.cfg.encoder.name, self.cfg.encoder.weights)
+            scenes = SceneRegistry(self.cfg.scenes.root)
+            check_scenes(self.cfg, scenes, encoder)
         self.bus.ensure_topics([FRAMES_TOPIC, SCORES_TOPIC, ALERTS_TOPIC])
         self._producer = self.bus.producer()
         if "alert" in self.roles and self.cfg.alerting.enabled:
@@ -91,16 +170,13 @@ class Pipeline:
                 self.bus.consumer(self.cfg.alerting.group, [FRAMES_TOPIC, SCORES_TOPIC]), self._producer,
                 self.alert_store, self.cfg.alerting, self.alert_metrics, self.stop,
             ).start()
-        if "detect" in self.roles:
-            from detector.encoders import Encoder
+        if encoder is not None and scenes is not None:
             from detector.worker import DetectorWorker
-            from scenes.registry import SceneRegistry
 
             assert self.detector_metrics is not None
             self.detector = DetectorWorker(
                 self.bus.consumer(self.cfg.detector.group, [FRAMES_TOPIC]), self._producer,
-                Encoder(self.cfg.encoder.name, self.cfg.encoder.weights), SceneRegistry(self.cfg.scenes.root),
-                self.cfg.detector, self.detector_metrics, self.stop,
+                encoder, scenes, self.cfg.detector, self.detector_metrics, self.stop,
             )
             if self.detector_thread:
                 self.detector.start()
@@ -113,10 +189,21 @@ class Pipeline:
                 self.ingest.append(IngestWorker(
                     camera, self._producer, self.ingest_metrics, self.stop,
                     wait_for_capacity=self._replay_capacity() if camera.source == "replay" else None,
+                    source=replays.get(camera.id),
                 ).start())
         if self.cfg.ops.port is not None:
             self.ops = OpsServer(self.registry, self.health, self.cfg.ops.host, self.cfg.ops.port).start()
         return self
+
+    def _open_replays(self) -> dict[str, Source]:
+        """Every replay camera's source, opened now: one that cannot be (a missing file, a
+        file that is no video, an empty folder) raises :class:`SourceError` naming the
+        camera. RTSP cameras connect (and reconnect) on their own threads."""
+        return {c.id: open_source(c, self.stop) for c in self.cfg.cameras if c.source == "replay"}
+
+    def ingest_failures(self) -> list[tuple[str, BaseException]]:
+        """``(camera, error)`` of every ingest worker that failed (a replay that broke off)."""
+        return [(w.camera.id, w.error) for w in self.ingest if w.error is not None]
 
     def _replay_capacity(self) -> Callable[[], None] | None:
         """Embedded mode: a replay waits while the detector has too many unscored frames.

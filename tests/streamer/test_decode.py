@@ -37,11 +37,13 @@ TIME_BASE = Fraction(1, 10)  # one pts step = 100 ms
 
 
 class FakeFrame:
-    """A decoded PyAV frame: ``pts`` in 1/10 s, a 4x4 picture whose pixels are ``pts``."""
+    """A decoded PyAV frame: ``pts`` in 1/10 s, a 4x4 picture whose pixels are ``pts``;
+    ``is_corrupt`` as PyAV flags a frame decoded with errors."""
 
-    def __init__(self, pts: int | None) -> None:
+    def __init__(self, pts: int | None, is_corrupt: bool = False) -> None:
         self.pts = pts
         self.time_base = TIME_BASE if pts is not None else None
+        self.is_corrupt = is_corrupt
 
     def to_ndarray(self, format: str) -> np.ndarray:
         assert format == "bgr24"
@@ -64,12 +66,14 @@ class FakePacket:
 
 
 class FakeContainer:
-    """Demuxes ``items`` in order: a :class:`FakePacket` is yielded, an exception is raised."""
+    """Demuxes ``items`` in order: a :class:`FakePacket` is yielded, an exception is raised.
+    ``frames``: the frame count the stream declares (0: unknown)."""
 
-    def __init__(self, items: list[FakePacket | BaseException]) -> None:
+    def __init__(self, items: list[FakePacket | BaseException], frames: int = 0) -> None:
         self.items = items
         self.stream = SimpleNamespace(start_time=0, time_base=TIME_BASE, average_rate=Fraction(10),
-                                      guessed_rate=None, base_rate=None)
+                                      guessed_rate=None, base_rate=None, frames=frames, duration=None)
+        self.duration = None
         self.streams = SimpleNamespace(video=[self.stream])
         self.closed = False
 
@@ -96,13 +100,22 @@ def bad(n: int, error: BaseException | None = None) -> list[FakePacket | BaseExc
     return [FakePacket(error=error or av.InvalidDataError(1094995529, "Invalid data")) for _ in range(n)]
 
 
+def corrupt(*pts: int) -> list[FakePacket | BaseException]:
+    """One packet per frame, with these pts, each frame flagged corrupt by the decoder."""
+    return [FakePacket((FakeFrame(p, is_corrupt=True),)) for p in pts]
+
+
 def read_file(items: list[FakePacket | BaseException], max_frames: int | None = None,
-              step: int = 1) -> tuple[list[Frame], BaseException | None, FakeContainer]:
-    """What :func:`streamer.video.iter_video_frames` yields for a file with these packets."""
-    container = FakeContainer(items)
+              step: int = 1, declared: int = 0, skipped: list[tuple[int, str]] | None = None,
+              who: str | None = None) -> tuple[list[Frame], BaseException | None, FakeContainer]:
+    """What :func:`streamer.video.iter_video_frames` yields for a file with these packets
+    (and ``declared`` frames in its header); skipped frames are added to ``skipped``."""
+    container = FakeContainer(items, declared)
     frames: list[Frame] = []
+    on_skip = None if skipped is None else (lambda seq, what: skipped.append((seq, what)))
     try:
-        for frame in video._decode(container, container.stream, SHOWN, max_frames, step):
+        for frame in video._decode(container, container.stream, SHOWN, max_frames, step, on_skip=on_skip,
+                                   who=who):
             frames.append(frame)
     except SourceError as exc:
         return frames, exc, container
@@ -220,6 +233,15 @@ def test_stop_ends_the_loop_before_the_next_packet_is_decoded() -> None:
     assert got == [0] and not container.items[1].decoded
 
 
+def test_loop_skips_frames_flagged_corrupt_keeping_their_index() -> None:
+    seen: list[int] = []
+    container = FakeContainer(good(0) + corrupt(1, 2) + good(3))
+    loop = DecodeLoop(container, container.stream, max_bad_packets=3, on_corrupt_frame=seen.append)
+    decoded = list(loop)
+    assert [(d.index, d.frame.pts) for d in decoded] == [(0, 0), (3, 3)]
+    assert seen == [1, 2] and (loop.frames, loop.corrupt_frames, loop.bad_packets) == (4, 2, 0)
+
+
 def test_max_bad_packets_must_be_positive() -> None:
     container = FakeContainer([])
     with pytest.raises(ValueError, match="max_bad_packets"):
@@ -286,6 +308,40 @@ def test_file_seq_step_max_frames_and_monotonic_ts() -> None:
     assert frames == [] and container.closed
 
 
+def test_file_skips_and_reports_bad_packets_and_corrupt_frames(caplog: pytest.LogCaptureFixture) -> None:
+    skipped: list[tuple[int, str]] = []
+    with caplog.at_level(logging.WARNING, logger="streamer.video"):
+        frames, error, _ = read_file(good(0) + bad(1) + corrupt(1) + good(2), skipped=skipped,
+                                     who="camera gate")
+    assert error is None and [f.seq for f in frames] == [0, 2]  # the corrupt frame keeps seq 1
+    assert skipped == [(1, "undecodable packet"), (1, "corrupt frame")]
+    assert f"camera gate: skipping frame 1 of {SHOWN}: the decoder flags it corrupt" in caplog.text
+    assert f"camera gate: skipping undecodable packet in {SHOWN} (after frame 0)" in caplog.text
+
+
+def test_file_of_corrupt_frames_only_has_no_usable_frames() -> None:
+    frames, error, _ = read_file(corrupt(0, 1, 2))
+    assert not frames
+    assert str(error) == (f"no usable frames in video source {SHOWN} "
+                          "(all 3 decoded frames are flagged corrupt)")
+
+
+def test_file_that_ends_before_its_declared_frames_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="streamer.video"):
+        frames, error, _ = read_file(good(*range(25)), declared=120, who="camera gate")
+    assert error is None and len(frames) == 25
+    assert [r.getMessage() for r in caplog.records] == [
+        f"camera gate: {SHOWN} ended early at frame 25 of 120 (truncated or damaged)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamer.video"):
+        read_file([*good(0, 1), EOFError("truncated")], declared=10)  # a read error, too
+        read_file(good(*range(119)), declared=120)  # within the slack (edit lists)
+        read_file(good(*range(5)), declared=120, max_frames=5)  # asked for 5: not early
+        read_file(good(*range(5)), declared=0)  # nothing declared
+    early = [r.getMessage() for r in caplog.records if "ended early" in r.getMessage()]
+    assert early == [f"{SHOWN} ended early at frame 2 of 10 (truncated or damaged)"]
+
+
 def test_file_without_pts_times_frames_by_rate() -> None:
     frames, _, _ = read_file([FakePacket((FakeFrame(None), FakeFrame(None)))])
     assert [f.ts_ms for f in frames] == [0, 100]
@@ -343,6 +399,16 @@ def test_rtsp_seq_warmup_and_time_across_connections() -> None:
     assert source.frames_decoded == 7
     assert all(a.ts_ms <= b.ts_ms for a, b in itertools.pairwise(first + second))
     assert float(second[0].image.mean()) == 50.0
+
+
+def test_rtsp_skips_and_counts_corrupt_frames_and_bad_packets() -> None:
+    source = RtspSource(rtsp_camera())
+    skipped: list[tuple[int, str]] = []
+    source.on_skip = lambda seq, what: skipped.append((seq, what))
+    frames, lost = read_rtsp(good(0) + corrupt(1) + bad(1) + good(2), source)
+    assert lost is None and [f.seq for f in frames] == [0, 2]  # the corrupt frame's seq 1 is a gap
+    assert skipped == [(1, "corrupt frame"), (2, "undecodable packet")]
+    assert source.frames_skipped == 2 and source.frames_decoded == 3
 
 
 def test_rtsp_stop_ends_the_connection_quietly() -> None:

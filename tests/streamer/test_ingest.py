@@ -383,3 +383,32 @@ def test_frame_folder_jpegs_are_published_byte_for_byte(tmp_path: Path) -> None:
         published = consume_all(bus)
     assert [m.jpeg for m in published] == files
     assert [(m.width, m.height) for m in published] == [(64, 48)] * 3
+
+
+def test_corrupt_frames_are_counted_per_camera(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two truncated JPEGs of 24: skipped, counted in the camera's labelled counter and in
+    the closing summary line."""
+    rng = np.random.default_rng(1)
+    for i in range(24):
+        data = encode_jpeg(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), quality=75)
+        (tmp_path / f"{i:03d}.jpg").write_bytes(data[: len(data) // 3] if i in (4, 11) else data)
+    registry = CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    camera = CameraConfig(id="stc", url=str(tmp_path), scene="s", replay_start_ms=0)
+    with InProcessBus() as bus, caplog.at_level(logging.INFO, logger="streamer"):
+        worker = IngestWorker(camera, bus.producer(), metrics, threading.Event())
+        worker.run()
+        published = consume_all(bus)
+    assert [m.seq for m in published] == [i for i in range(24) if i not in (4, 11)]
+    assert (worker.stats.read, worker.stats.published, worker.stats.corrupt) == (22, 22, 2)
+    assert sample_value(registry, "vigil_ingest_frames_corrupt_total", "stc") == 2
+    assert sample_value(registry, "vigil_ingest_frames_read_total", "stc") == 22
+    assert 'vigil_ingest_frames_corrupt_total{camera="stc"} 2.0' in generate_latest(registry).decode()
+    assert ("camera stc: ingest finished: 22 frames read, 22 published, 0 dropped, 2 skipped as corrupt, "
+            "0 too large, 0 reconnect attempts") in caplog.text
+
+
+def test_a_camera_without_corrupt_frames_shows_zero() -> None:
+    registry = CollectorRegistry()
+    IngestMetrics(registry).add_camera("clean", 10.0)
+    assert sample_value(registry, "vigil_ingest_frames_corrupt_total", "clean") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -355,3 +356,25 @@ def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_a_file_that_is_no_video_is_refused_when_the_source_is_made(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    with pytest.raises(SourceError, match=rf"^camera cam9: cannot open video source {re.escape(str(text))}: "
+                                          r"not a video or unreadable \("):
+        open_source(CameraConfig(id="cam9", url=str(text), scene="01"))
+
+
+def test_a_truncated_file_plays_what_it_has_and_says_it_ended_early(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    cut = tmp_path / "cut.mp4"
+    data = CLIP.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    source = open_source(CameraConfig(id="cam9", url=str(cut), scene="01", replay_start_ms=0))
+    with caplog.at_level(logging.WARNING, logger="streamer"):
+        frames = list(source)
+    assert 0 < len(frames) < 120
+    assert (f"camera cam9: {cut} ended early at frame {len(frames)} of 120 (truncated or damaged)"
+            in caplog.text)
+    assert source.frames_skipped == 1  # the last, partial packet does not decode
