@@ -4,6 +4,10 @@
 store's event log (the Redis stream ``alerts`` or the local store's ``events.jsonl``), and
 prints one JSON event per line. ``list`` and ``get`` read the store the config names (Redis
 or the local folder of the embedded mode).
+
+No single record stops ``tail``: a record that is not an alert event is skipped with one line
+on stderr naming topic, partition and offset (the store's readers log a damaged log entry
+themselves), and counted by reason in ``skipped`` when the caller passes a counter.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,8 +24,8 @@ from alerting.config import RedisStoreConfig
 from alerting.events import ALERTS_TOPIC, EventError, parse_event
 from alerting.store import AlertStore, RedisStore, StoreError, open_store
 
-__all__ = ["AlertNotFoundError", "alerts_get", "alerts_list", "alerts_tail", "follow_store", "follow_topic",
-           "open_reader"]
+__all__ = ["AlertNotFoundError", "alerts_get", "alerts_list", "alerts_tail", "follow_records", "follow_store",
+           "follow_topic", "open_reader", "skip_record"]
 
 
 class AlertNotFoundError(LookupError):
@@ -33,8 +38,10 @@ def _emit(event: dict[str, Any], out: IO[str] | None) -> None:
     out.flush()
 
 
-def follow_store(store: AlertStore, from_beginning: bool, poll_ms: int = 1000) -> Iterator[dict | None]:
-    """Events from the store's log; yields ``None`` after each empty wait (for timeouts)."""
+def follow_store(store: AlertStore, from_beginning: bool, poll_ms: int = 1000,
+                 skipped: Counter[str] | None = None) -> Iterator[dict | None]:
+    """Events from the store's log; yields ``None`` after each empty wait (for timeouts).
+    Entries that are no valid event are passed over (counted in ``skipped``)."""
     cursor = None if from_beginning else store.latest_cursor()
     while True:
         batch = store.events(cursor, block_ms=poll_ms)
@@ -42,12 +49,41 @@ def follow_store(store: AlertStore, from_beginning: bool, poll_ms: int = 1000) -
             yield None
         for position, event in batch:
             cursor = position
+            if event is None:
+                if skipped is not None:
+                    skipped["bad_event"] += 1
+                continue
             yield event
 
 
+def skip_record(topic: str, partition: int, offset: int, exc: BaseException,
+                skipped: Counter[str] | None = None) -> str:
+    """Report a record ``tail`` cannot use: one line on stderr, counted by reason; returns the reason."""
+    reason = "bad_event" if isinstance(exc, EventError) else f"error:{type(exc).__name__}"
+    if skipped is not None:
+        skipped[reason] += 1
+    print(f"vigil: skipping unparseable alert event at {topic}[{partition}]@{offset}: {reason}: "
+          f"{str(exc)[:300]}", file=sys.stderr)
+    return reason
+
+
+def follow_records(records: Iterator[Any], skipped: Counter[str] | None = None) -> Iterator[dict]:
+    """The events of consumed ``vigil.alerts`` records (objects with ``topic``, ``partition``,
+    ``offset``, ``value``); a record that is no event is reported (:func:`skip_record`) and
+    passed over."""
+    for r in records:
+        try:
+            event = parse_event(r.value)
+        except Exception as exc:  # noqa: BLE001 - the per-record guard: counted, reported, skipped
+            skip_record(r.topic, r.partition, r.offset, exc, skipped)
+            continue
+        yield event
+
+
 def follow_topic(kafka: Any, from_beginning: bool, topic: str = ALERTS_TOPIC,
-                 poll_ms: int = 1000) -> Iterator[dict | None]:
-    """Events from ``vigil.alerts`` (a group-less Kafka consumer: nothing is committed)."""
+                 poll_ms: int = 1000, skipped: Counter[str] | None = None) -> Iterator[dict | None]:
+    """Events from ``vigil.alerts`` (a group-less Kafka consumer: nothing is committed);
+    records that are no valid event are reported and passed over (counted in ``skipped``)."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
@@ -65,12 +101,8 @@ def follow_topic(kafka: Any, from_beginning: bool, topic: str = ALERTS_TOPIC,
             records = [r for recs in batches.values() for r in recs]
             if not records:
                 yield None
-            for r in sorted(records, key=lambda r: (r.timestamp, r.partition, r.offset)):
-                try:
-                    yield parse_event(r.value)
-                except EventError as exc:
-                    print(f"vigil: skipping unparseable alert event at {r.topic}[{r.partition}]@{r.offset}: "
-                          f"{exc}", file=sys.stderr)
+            yield from follow_records(iter(sorted(records, key=lambda r: (r.timestamp, r.partition,
+                                                                        r.offset))), skipped)
     finally:
         consumer.close()
 
@@ -88,7 +120,7 @@ def alerts_tail(events: Iterator[dict | None], camera: str | None = None, count:
                 break
             continue
         last = now
-        if camera is not None and event.get("camera") != camera:
+        if not isinstance(event, dict) or (camera is not None and event.get("camera") != camera):
             continue
         _emit(event, out)
         printed += 1

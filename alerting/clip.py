@@ -6,6 +6,10 @@ pre-roll frames from the ring buffer first, then every frame as its score arrive
 post-roll after the end (:class:`ClipRecorder` decides which frames; :class:`ClipAssembler`
 encodes them). Frames with a map get the heat overlay (optional). The snapshot is the peak
 frame as JPEG, with the overlay and the region's box.
+
+A frame that cannot be rendered (a damaged JPEG, one declaring more than ``max_pixels``, a
+map the overlay cannot use) is left out of the clip and logged; an encoder failure ends the
+clip with what it has. Neither ends the alert.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 from alerting.config import ClipSettings
 from alerting.region import Region
 from alerting.ring import FrameRing, RingEntry
-from common.messages import MessageError, decode_jpeg, encode_jpeg
+from common.messages import MessageError, decode_jpeg, encode_jpeg, jpeg_size
 from detector.overlay import heat_overlay
 from streamer.writer import VideoWriter
 
@@ -32,6 +36,8 @@ __all__ = ["ClipAssembler", "ClipRecorder", "estimate_fps", "render_frame", "sna
 log = logging.getLogger(__name__)
 
 REGION_COLOUR = (0, 0, 255)  # BGR red
+#: Default cap of the pixels a frame's JPEG may declare (``alerting.clip.max_frame_pixels``).
+MAX_FRAME_PIXELS = 40_000_000
 
 
 def estimate_fps(entries: list[RingEntry], default: float = 10.0) -> float:
@@ -42,24 +48,36 @@ def estimate_fps(entries: list[RingEntry], default: float = 10.0) -> float:
     return float(min(60.0, max(0.5, 1000.0 / statistics.median(steps))))
 
 
-def render_frame(entry: RingEntry, overlay: bool, size: tuple[int, int] | None = None) -> np.ndarray | None:
+def render_frame(entry: RingEntry, overlay: bool, size: tuple[int, int] | None = None,
+                 max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray | None:
     """The decoded frame (BGR), with the heat overlay if asked and a map is attached;
-    resized to ``size`` (width, height) if given. None if the JPEG is corrupt."""
+    resized to ``size`` (width, height) if given. None if the JPEG is corrupt or declares
+    more than ``max_pixels`` (it is not decoded then)."""
     try:
+        width, height = jpeg_size(entry.jpeg)
+        if width * height > max_pixels:
+            raise MessageError(f"JPEG declares {width}x{height} pixels, over {max_pixels}")
         image = decode_jpeg(entry.jpeg)
     except MessageError as exc:
         log.warning("frame %d: undecodable JPEG: %s", entry.seq, exc)
         return None
-    if overlay and entry.amap is not None:
+    if overlay and _drawable(entry.amap):
         image = heat_overlay(image, entry.amap, entry.score)
     if size is not None and (image.shape[1], image.shape[0]) != size:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return image
 
 
-def snapshot_jpeg(entry: RingEntry, region: Region | None, quality: int = 90) -> bytes | None:
+def _drawable(amap: np.ndarray | None) -> bool:
+    """Whether a map can be overlaid: non-empty, 2-D, finite (else the frame goes without)."""
+    return (amap is not None and amap.ndim == 2 and amap.size > 0
+            and bool(np.isfinite(amap).all()))
+
+
+def snapshot_jpeg(entry: RingEntry, region: Region | None, quality: int = 90,
+                  max_pixels: int = MAX_FRAME_PIXELS) -> bytes | None:
     """The peak frame with its heat overlay and the region's box, as JPEG."""
-    image = render_frame(entry, overlay=True)
+    image = render_frame(entry, overlay=True, max_pixels=max_pixels)
     if image is None:
         return None
     if region is not None:
@@ -74,13 +92,13 @@ class ClipAssembler:
     """One alert's clip, written frame by frame in seq order to a temporary MP4."""
 
     def __init__(self, fps: float, size: tuple[int, int], *, overlay: bool, crf: int, max_frames: int,
-                 tmp_dir: Path | None = None) -> None:
+                 tmp_dir: Path | None = None, max_pixels: int = MAX_FRAME_PIXELS) -> None:
         if tmp_dir is not None:
             Path(tmp_dir).mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(suffix=".mp4", prefix="vigil-clip-", dir=tmp_dir)
         os.close(fd)
         self.path = Path(name)
-        self.size, self.overlay, self.max_frames = size, overlay, max_frames
+        self.size, self.overlay, self.max_frames, self.max_pixels = size, overlay, max_frames, max_pixels
         self.writer = VideoWriter(self.path, fps, size[0], size[1], crf=crf)
         self.first_seq: int | None = None
         self.last_seq: int | None = None  # the last frame considered (written or not)
@@ -98,7 +116,11 @@ class ClipAssembler:
         self.last_seq = entry.seq
         if self.frames >= self.max_frames or self.broken:
             return False
-        image = render_frame(entry, self.overlay, self.size)
+        try:
+            image = render_frame(entry, self.overlay, self.size, self.max_pixels)
+        except Exception as exc:  # noqa: BLE001 - one frame that cannot be drawn: the clip goes on without it
+            log.error("clip %s: frame %d cannot be rendered (%r); left out", self.path, entry.seq, exc)
+            return False
         if image is None:
             return False
         try:
@@ -209,7 +231,8 @@ class ClipRecorder:
         fps = estimate_fps(list(ring.between(-1, ring.newest_seq or 0)))
         try:
             return ClipAssembler(fps, (first.width, first.height), overlay=c.overlay, crf=c.crf,
-                                 max_frames=max(1, int(c.max_s * fps)), tmp_dir=c.tmp_dir)
+                                 max_frames=max(1, int(c.max_s * fps)), tmp_dir=c.tmp_dir,
+                                 max_pixels=c.max_frame_pixels)
         except Exception as exc:  # noqa: BLE001 - an alert without a clip beats no alert
             log.error("camera %s: cannot start a clip (%s); the alert goes on without one", self.camera, exc)
             return None

@@ -87,13 +87,17 @@ class ClipSettings(Strict):
         description="calibrated map level that outlines the region (else half-way from median to max)"
     )
     tmp_dir: Path | None = Field(default=None, description="where clips are encoded; None: system temp")
+    max_frame_pixels: int = Field(
+        default=40_000_000, ge=1,
+        description="frames declaring more pixels are refused (a 1 KB JPEG can declare 30000x30000)",
+    )
 
 
 class RingSettings(Strict):
     """Per-camera buffer of recent frames (their JPEG bytes as received) for the pre-roll."""
 
-    max_frames: int = Field(default=300, ge=1)
-    max_bytes: int = Field(default=64 * 2**20, ge=1)
+    max_frames: int = Field(default=300, ge=1, description="frames kept per camera")
+    max_bytes: int = Field(default=64 * 2**20, ge=1, description="bytes kept per camera (JPEGs and maps)")
 
 
 class LocalStoreConfig(Strict):
@@ -103,6 +107,8 @@ class LocalStoreConfig(Strict):
     dir: Path = Path("runs/alerts")
     retention_s: int = Field(default=7 * DAY_S, ge=1, description="alerts older than this are deleted")
     events_max: int = Field(default=10_000, ge=1, description="length cap of the event log")
+    max_alerts: int = Field(default=100_000, ge=1,
+                            description="alerts kept at most (the oldest written are deleted first)")
 
 
 class RedisStoreConfig(Strict):
@@ -124,10 +130,12 @@ class RedisStoreConfig(Strict):
     prefix: str = Field(default="vigil:", description="prefix of every key")
     retention_s: int = Field(default=7 * DAY_S, ge=1, description="TTL of every key")
     stream_maxlen: int = Field(default=10_000, ge=1, description="approximate cap of the event stream")
+    index_max: int = Field(default=10_000, ge=1,
+                           description="alert ids kept in a camera's index (the newest by start time)")
     socket_timeout_s: float = Field(default=2.0, gt=0)
     spool_dir: Path = Path("runs/alert-spool")
-    spool_max_bytes: int = Field(default=512 * 2**20, ge=1)
-    spool_max_entries: int = Field(default=10_000, ge=1)
+    spool_max_bytes: int = Field(default=512 * 2**20, ge=1, description="bytes the spool holds at most")
+    spool_max_entries: int = Field(default=10_000, ge=1, description="writes the spool holds at most")
 
 
 StoreConfig = Annotated[LocalStoreConfig | RedisStoreConfig, Field(discriminator="kind")]
@@ -148,8 +156,18 @@ class AlertingConfig(Strict):
         default=2.0, ge=0, description="a score waits this long (wall clock) for its frame"
     )
     idle_timeout_s: float = Field(
-        default=30.0, gt=0, description="a camera silent this long (wall clock) has its alert ended"
+        default=30.0, gt=0,
+        description="a camera silent this long (wall clock) has its alert ended, then its state dropped",
     )
+    max_cameras: int = Field(default=1024, ge=1, description="cameras whose state (ring buffer, "
+                             "alerts) is kept; beyond, the least recently active is finished and dropped")
+    store_retry_max_writes: int = Field(
+        default=256, ge=1,
+        description="store writes kept in memory while the store fails them (disk full, unwritable); "
+                    "beyond, the worker waits for the store",
+    )
+    store_retry_max_bytes: int = Field(default=256 * 2**20, ge=1,
+                                       description="bytes of those writes (clips, snapshots) at most")
 
     @field_validator("store", mode="before")
     @classmethod

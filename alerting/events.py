@@ -30,8 +30,8 @@ from typing import Any, Literal
 from alerting.lifecycle import AlertState
 from alerting.region import Region
 
-__all__ = ["ALERTS_TOPIC", "EVENT_SCHEMA", "AlertRecord", "EventError", "encode_event", "event_id",
-           "parse_event"]
+__all__ = ["ALERTS_TOPIC", "EVENT_SCHEMA", "AlertRecord", "EventError", "check_event", "encode_event",
+           "event_id", "parse_event"]
 
 ALERTS_TOPIC = "vigil.alerts"
 EVENT_SCHEMA = 1
@@ -145,17 +145,28 @@ def encode_event(event: dict[str, Any]) -> tuple[bytes, bytes]:
     return event["camera"].encode("utf-8"), json.dumps(event, separators=(",", ":")).encode("utf-8")
 
 
-def parse_event(value: bytes | str) -> dict[str, Any]:
+def parse_event(value: bytes | str | None) -> dict[str, Any]:
     """Parse and check an alert event (:class:`EventError` names what is wrong)."""
+    if not isinstance(value, bytes | bytearray | str):
+        raise EventError(f"alert event must be JSON bytes or text, got {type(value).__name__}")
     try:
         event = json.loads(value)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EventError(f"alert event is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise EventError(f"alert event is not JSON: {str(exc)[:200]}") from None
+    return check_event(event)
+
+
+def check_event(event: Any) -> dict[str, Any]:
+    """Check a decoded alert event: a JSON object with the contract's fields (:class:`EventError`
+    names what is wrong)."""
     if not isinstance(event, dict):
         raise EventError(f"alert event must be a JSON object, got {type(event).__name__}")
     missing = [k for k in _REQUIRED if k not in event]
     if missing:
         raise EventError(f"alert event lacks {', '.join(missing)}")
     if event["state"] not in ("start", "update", "end"):
-        raise EventError(f"alert event state must be start/update/end, got {event['state']!r}")
+        raise EventError(f"alert event state must be start/update/end, got {str(event['state'])[:40]!r}")
+    for name in ("camera", "alert_id"):
+        if not isinstance(event[name], str):
+            raise EventError(f"alert event {name} must be a string, got {type(event[name]).__name__}")
     return event

@@ -25,13 +25,35 @@ lost.
 
 A camera whose records come with another scene than before has its open alert ended and its
 state started afresh (the first such record does it). A camera silent for ``idle_timeout_s``
-has its open alert ended at its last frame; :meth:`AlertWorker.finish_all` does the same for
-every camera (end of a replay).
+has its open alert ended at its last frame, and once nothing of it is open its state (ring
+buffer included) is dropped; at most ``max_cameras`` cameras are kept (the least recently
+active one is finished and dropped first). :meth:`AlertWorker.finish_all` ends every
+camera's alerts (end of a replay).
+
+**Poison records.** No single record can stop the role: a record that cannot be parsed, has
+a camera id outside the contract or declares a frame over ``clip.max_frame_pixels`` is
+counted (``vigil_alert_rejected{topic, reason="bad_message"}``); any unexpected exception
+while handling one record (its frame, or its score and what the score sets off) is counted
+as ``reason="error:<ExceptionType>"``, logged once with topic, partition and offset, and the
+record is skipped; the camera's state is then finished (its open alert stored with what it
+has) and started afresh, in case the failure left it inconsistent. Failures that belong to
+no record (the bus, housekeeping) are not swallowed: they end the worker (``error``, logged).
+
+**A store that cannot write** (disk full or unwritable, Redis refusing writes): the write is
+kept in memory, in order, and retried with back-off (at most ``store_retry_max_writes`` /
+``store_retry_max_bytes``; beyond that the worker waits for the store), while the worker
+goes on consuming; one error line names the cause (then at most one a minute),
+``vigil_alert_store_errors{reason}`` counts the failed attempts and
+``vigil_alert_store_queued_writes`` the writes waiting. The records of an alert whose write
+waits stay uncommitted, so a crash meanwhile loses nothing. A store that cannot be reached
+(a full spool) is waited for, as before.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -46,9 +68,9 @@ from alerting.events import ALERTS_TOPIC, AlertRecord, encode_event
 from alerting.lifecycle import AlertLifecycle, AlertState, Transition
 from alerting.region import Region, hot_region
 from alerting.ring import FrameRing, RingEntry
-from alerting.store import AlertStore, AlertWrite, PutResult, StoreError
+from alerting.store import AlertStore, AlertWrite, PutResult, StoreError, StoreUnavailableError
 from common.bus import BusError, CommitFailedError, Consumer, Producer, PublishError, Record
-from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage
+from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage, jpeg_size
 from common.retry import Backoff, Stopped, call_with_retry
 
 __all__ = ["AlertMetrics", "AlertWorker"]
@@ -56,6 +78,27 @@ __all__ = ["AlertMetrics", "AlertWorker"]
 log = logging.getLogger(__name__)
 
 _BACKOFF = Backoff(0.25, 5.0)  # between attempts to store an alert or its publish marks
+_QUEUE_BACKOFF = Backoff(1.0, 30.0)  # between attempts to store the writes kept in memory
+#: Repeated store errors are logged at most once per this many seconds.
+STORE_ERROR_LOG_INTERVAL_S = 60.0
+#: Camera ids of the contract (docs/architecture.md): they become file names and key parts.
+_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def error_reason(exc: BaseException) -> str:
+    """The rejection reason of an unexpected exception: ``error:<ExceptionType>``."""
+    return f"error:{type(exc).__name__}"
+
+
+def store_error_reason(exc: BaseException) -> str:
+    """The ``reason`` label of a failed store write: the errno name (``ENOSPC``, ``EACCES``...),
+    ``unavailable`` or ``refused``."""
+    code = getattr(exc, "errno", None)
+    if code is None and isinstance(exc.__cause__, OSError):
+        code = exc.__cause__.errno
+    if isinstance(code, int) and code in errno.errorcode:
+        return errno.errorcode[code]
+    return "unavailable" if isinstance(exc, StoreUnavailableError) else "refused"
 
 
 class AlertMetrics:
@@ -68,8 +111,8 @@ class AlertMetrics:
                                  registry=registry)
         self.duplicates = Counter("vigil_alert_duplicates", "redelivered score records dropped",
                                   registry=registry)
-        self.rejected = Counter("vigil_alert_rejected", "unparseable records skipped", ["topic"],
-                                registry=registry)
+        self.rejected = Counter("vigil_alert_rejected", "records skipped, by topic and reason",
+                                ["topic", "reason"], registry=registry)
         self.missing_frames = Counter("vigil_alert_missing_frames", "scores whose frame never arrived",
                                       registry=registry)
         self.unscored_frames = Counter("vigil_alert_unscored_frames",
@@ -82,6 +125,14 @@ class AlertMetrics:
         self.open_alerts = Gauge("vigil_alert_open", "alerts open or recording their post-roll",
                                  registry=registry)
         self.spooled = Gauge("vigil_alert_spooled_writes", "writes waiting in the spool", registry=registry)
+        self.store_errors = Counter("vigil_alert_store_errors", "store writes that failed (disk full, "
+                                    "unwritable, refused), by reason; kept and retried", ["reason"],
+                                    registry=registry)
+        self.store_queued = Gauge("vigil_alert_store_queued_writes", "writes kept in memory until the "
+                                  "store can take them", registry=registry)
+        self.cameras = Gauge("vigil_alert_cameras", "cameras whose state the worker holds", registry=registry)
+        self.cameras_dropped = Counter("vigil_alert_cameras_dropped", "camera states dropped (idle, or "
+                                       "beyond max_cameras)", ["why"], registry=registry)
 
 
 @dataclass
@@ -98,6 +149,23 @@ class _Alert:
 class _Pending:
     msg: ScoreMessage
     arrived: float  # monotonic
+    where: str = "?"  # topic[partition]@offset of its record, for the log
+
+
+@dataclass
+class _StoreOp:
+    """A store operation kept in memory because the store could not take it."""
+
+    write: AlertWrite | None = None  # a put ...
+    alert_id: str = ""  # ... or publish marks
+    event_ids: list[str] = field(default_factory=list)
+    camera: str | None = None  # the put's camera and alert anchor: its records stay uncommitted
+    anchor_seq: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        w = self.write
+        return 1024 + (len(w.clip or b"") + len(w.snapshot or b"") if w is not None else 0)
 
 
 @dataclass
@@ -157,6 +225,16 @@ class AlertWorker:
         self.finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_housekeeping = 0.0
+        self.error: BaseException | None = None  # what ended the worker, if not a stop
+        self._broken: set[str] = set()  # cameras whose state a failure may have left inconsistent
+        self._traced: set[str] = set()  # error reasons already logged with a traceback
+        # writes the store could not take, in order, retried with back-off (see the module docstring)
+        self._queue: deque[_StoreOp] = deque()
+        self._queue_bytes = 0
+        self._queue_failures = 0
+        self._queue_retry_at = 0.0
+        self._store_error_logged_at: float | None = None
+        self._store_errors_quiet = 0
 
     # ------------------------------------------------------------------ thread
     def run(self) -> None:
@@ -167,7 +245,7 @@ class AlertWorker:
                 if records:
                     self.finished.clear()
                     self.handle(records)
-                elif self._finish_requested.is_set() and not self.finished.is_set():
+                elif self._finish_requested.is_set() and not self.finished.is_set() and not self._queue:
                     self.finish_all()
                     self.finished.set()
                 self.housekeeping()
@@ -178,9 +256,16 @@ class AlertWorker:
                 self.stop.wait(1.0)
 
     def start(self) -> AlertWorker:
-        self._thread = threading.Thread(target=self.run, name="alert", daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name="alert", daemon=True)
         self._thread.start()
         return self
+
+    def _thread_main(self) -> None:
+        try:
+            self.run()
+        except Exception as exc:  # a failure of no single record: the role stops, visibly
+            self.error = exc
+            log.exception("alert worker failed")
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -200,38 +285,105 @@ class AlertWorker:
         now = time.monotonic()
         touched: set[str] = set()
         for record in records:
-            camera, seq = None, -1
-            if record.topic == self.frames_topic:
-                self.metrics.frames_in.inc()
-                try:
-                    msg = FrameMessage.from_record(record.key, record.value, record.headers)
-                except MessageError as exc:
-                    self._reject(record, exc)
-                else:
+            camera: str | None = None
+            seq = -1
+            try:
+                msg = self._parse(record)
+                if msg is not None:
                     camera, seq = msg.camera, msg.seq
-                    self._follow_scene(msg.camera, msg.scene)
-                    self._on_frame(msg, now)
-                    if self.cameras[camera].pending:  # a score was waiting for this frame
-                        touched.add(camera)
-            elif record.topic == self.scores_topic:
-                try:
-                    smsg = ScoreMessage.from_record(record.key, record.value, record.headers)
-                except MessageError as exc:
-                    self._reject(record, exc)
-                else:
-                    camera, seq = smsg.camera, smsg.seq
-                    self._follow_scene(smsg.camera, smsg.scene)
-                    if self._queue_score(smsg, now):
-                        touched.add(smsg.camera)
+                    self._take(msg, record, now, touched)
+            except Stopped:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the per-record guard: counted, logged, skipped
+                self._failed(record.topic, _where(record), exc, camera)
             self._uncommitted.setdefault((record.topic, record.partition), deque()).append(
                 (record.offset, camera, seq))
         for camera in touched:
-            self._process_ready(self.cameras[camera], now)
+            cam = self.cameras.get(camera)
+            if cam is not None:
+                self._process_ready(cam, now)
+        self._reset_broken()
         self._deliver()
 
+    def _parse(self, record: Record) -> FrameMessage | ScoreMessage | None:
+        """The record's message; None if it is rejected (counted) or of another topic."""
+        try:
+            if record.topic == self.frames_topic:
+                self.metrics.frames_in.inc()
+                frame = FrameMessage.from_record(record.key, record.value, record.headers)
+                self._check_frame(frame)
+                return frame
+            if record.topic == self.scores_topic:
+                score = ScoreMessage.from_record(record.key, record.value, record.headers)
+                _check_camera(score.camera)
+                return score
+        except MessageError as exc:
+            self._reject(record, exc)
+        return None
+
+    def _take(self, msg: FrameMessage | ScoreMessage, record: Record, now: float, touched: set[str]) -> None:
+        """A frame goes into its camera's ring; a score waits for its frame."""
+        self._follow_scene(msg.camera, msg.scene)
+        if isinstance(msg, FrameMessage):
+            self._on_frame(msg, now)
+            if self.cameras[msg.camera].pending:  # a score was waiting for this frame
+                touched.add(msg.camera)
+        elif self._queue_score(msg, now, _where(record)):
+            touched.add(msg.camera)
+
+    def _check_frame(self, msg: FrameMessage) -> None:
+        """A frame the ring may hold: a camera id of the contract, a bounded size."""
+        _check_camera(msg.camera)
+        limit = self.cfg.clip.max_frame_pixels
+        width, height = jpeg_size(msg.jpeg)
+        for what, (w, h) in (("declares", (msg.width, msg.height)), ("JPEG holds", (width, height))):
+            if w * h > limit:
+                raise MessageError(f"frame {what} {w}x{h} pixels, over clip.max_frame_pixels ({limit})")
+
     def _reject(self, record: Record, exc: Exception) -> None:
-        self.metrics.rejected.labels(record.topic).inc()
-        log.warning("skipping record %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+        self.metrics.rejected.labels(record.topic, "bad_message").inc()
+        log.warning("skipping record %s: %s", _where(record), exc)
+
+    def _failed(self, topic: str, where: str, exc: Exception, camera: str | None) -> None:
+        """An unexpected exception while handling one record: count it, log it once (the first
+        of each type with its traceback), and have the camera's state started afresh."""
+        reason = error_reason(exc)
+        self.metrics.rejected.labels(topic, reason).inc()
+        trace = reason not in self._traced
+        self._traced.add(reason)
+        log.warning("skipping record %s%s: %s: %s", where, f" (camera {camera})" if camera else "", reason,
+                    exc, exc_info=exc if trace else None)
+        if camera is not None and camera in self.cameras:
+            self._broken.add(camera)
+
+    def _reset_broken(self) -> None:
+        """Start afresh the alert state of cameras a failure may have left inconsistent: their
+        open alerts are ended and stored with what they have (if that fails too, their clips are
+        dropped), the lifecycle starts anew; the ring and the scores still waiting are kept."""
+        while self._broken:
+            camera = self._broken.pop()
+            cam = self.cameras.get(camera)
+            if cam is None:
+                continue
+            waiting = list(cam.pending)
+            cam.pending.clear()
+            try:
+                self._finish_camera(cam)
+            except Stopped:
+                raise
+            except Exception:  # noqa: BLE001 - the state was broken: drop it rather than the role
+                log.exception("camera %s: its open alerts could not be stored after an error", camera)
+                for alert in cam.alerts:
+                    alert.recorder.discard()
+                self.metrics.open_alerts.dec(len(cam.alerts))
+            cam.alerts = []
+            cam.machine = AlertLifecycle(camera, cam.scene, self.cfg.lifecycle_for(camera, cam.scene),
+                                         cam.source)
+            cam.last_seq = cam.last_ts = None
+            cam.finished = False
+            cam.pending.extend(waiting)
+            log.warning("camera %s: alert state started afresh after an error", camera)
+            self._process_ready(cam, time.monotonic())  # a failure here comes back round, one record less
 
     def _follow_scene(self, camera: str, scene: str) -> None:
         """A record of ``camera`` from another scene than its state's: end its alerts and forget
@@ -243,14 +395,29 @@ class AlertWorker:
             del self.cameras[camera]
 
     def _camera(self, camera: str, scene: str, source: str) -> _Camera:
-        """The camera's state, created on first sight."""
+        """The camera's state, created on first sight (beyond ``max_cameras``, the least
+        recently active camera is finished and dropped first)."""
         cam = self.cameras.get(camera)
         if cam is None:
+            while len(self.cameras) >= self.cfg.max_cameras:
+                oldest = min(self.cameras.values(), key=lambda c: c.last_activity)
+                log.warning("more than %d cameras: dropping the state of %s, the least recently active",
+                            self.cfg.max_cameras, oldest.camera)
+                self._finish_camera(oldest)
+                self._drop(oldest, "max_cameras")
             settings = self.cfg.lifecycle_for(camera, scene)
             cam = _Camera(camera, scene, source, FrameRing(self.cfg.ring.max_frames, self.cfg.ring.max_bytes),
                           AlertLifecycle(camera, scene, settings, source))
             self.cameras[camera] = cam
+            self.metrics.cameras.set(len(self.cameras))
         return cam
+
+    def _drop(self, cam: _Camera, why: str) -> None:
+        """Forget a camera's state (finished first by the caller)."""
+        if self.cameras.get(cam.camera) is cam:
+            del self.cameras[cam.camera]
+            self.metrics.cameras_dropped.labels(why).inc()
+            self.metrics.cameras.set(len(self.cameras))
 
     def _on_frame(self, msg: FrameMessage, now: float) -> None:
         cam = self._camera(msg.camera, msg.scene, msg.source)
@@ -263,7 +430,7 @@ class AlertWorker:
         self.metrics.unscored_frames.inc(sum(e.score is None for e in evicted))
         cam.last_activity, cam.finished = now, False
 
-    def _queue_score(self, msg: ScoreMessage, now: float) -> bool:
+    def _queue_score(self, msg: ScoreMessage, now: float, where: str = "?") -> bool:
         cam = self._camera(msg.camera, msg.scene, msg.source)
         last_seq = cam.pending[-1].msg.seq if cam.pending else cam.last_seq
         last_ts = cam.pending[-1].msg.ts if cam.pending else cam.last_ts
@@ -275,7 +442,7 @@ class AlertWorker:
                      last_seq, msg.seq)
             self._process_ready(cam, now, force=True)
             self._reset(cam, keep_ring=True)
-        cam.pending.append(_Pending(msg, now))
+        cam.pending.append(_Pending(msg, now, where))
         cam.last_activity, cam.finished = now, False
         return True
 
@@ -292,7 +459,13 @@ class AlertWorker:
             cam.pending.popleft()
             if not have:
                 self.metrics.missing_frames.inc()
-            self._on_score(cam, p.msg)
+            try:
+                self._on_score(cam, p.msg)
+            except Stopped:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the per-record guard: counted, logged, skipped
+                self._failed(self.scores_topic, p.where, exc, cam.camera)
+                return  # the camera's state is started afresh (_reset_broken)
 
     # ------------------------------------------------------------------ the alert logic
     def _on_score(self, cam: _Camera, msg: ScoreMessage) -> None:
@@ -358,11 +531,22 @@ class AlertWorker:
             return None
         return hot_region(p.amap, p.width, p.height, self.cfg.clip.region_level)
 
+    def _snapshot(self, alert: _Alert) -> tuple[Region | None, bytes | None]:
+        """The peak frame's region and snapshot; without them if they cannot be made."""
+        try:
+            region = self._region(alert)
+            snapshot = (snapshot_jpeg(alert.peak, region, self.cfg.clip.snapshot_quality,
+                                      max_pixels=self.cfg.clip.max_frame_pixels)
+                        if alert.peak is not None else None)
+        except Exception as exc:  # noqa: BLE001 - an alert without a snapshot beats no alert
+            log.error("alert %s: no snapshot of frame %s (%r)", alert.state.alert_id,
+                      alert.peak.seq if alert.peak is not None else None, exc)
+            return None, None
+        return region, snapshot
+
     def _write(self, cam: _Camera, alert: _Alert, state: Literal["start", "update", "end"], seq: int, ts: int,
                version: int, clip: bytes | None = None) -> None:
-        region = self._region(alert)
-        snapshot = (snapshot_jpeg(alert.peak, region, self.cfg.clip.snapshot_quality)
-                    if alert.peak is not None else None)
+        region, snapshot = self._snapshot(alert)
         c = alert.recorder
         record = AlertRecord.from_state(
             alert.state, status="closed" if state == "end" else "open", version=version,
@@ -372,23 +556,109 @@ class AlertWorker:
             clip_first_seq=c.first_seq, clip_last_seq=c.last_written_seq,
         )
         event = record.event(state, seq, ts)
-        result = self._put(AlertWrite(record, event, clip, snapshot))
-        if result.publish:
+        result = self._put(AlertWrite(record, event, clip, snapshot), cam.camera, alert.state.anchor_seq)
+        if result is not None and result.publish:
             self._to_publish.append(event)
 
-    def _put(self, write: AlertWrite) -> PutResult:
-        """Store a write; while the store can take nothing (spool full), wait -- never drop."""
+    def _put(self, write: AlertWrite, camera: str | None = None, anchor_seq: int | None = None
+             ) -> PutResult | None:
+        """Store a write; while the store cannot be reached (spool full), wait -- never drop.
+        A write the store fails (disk full, unwritable, refused) is kept in memory and retried
+        (None: kept; its event is published once it is stored)."""
+        op = _StoreOp(write=write, camera=camera, anchor_seq=anchor_seq)
+        if self._queue:  # in order: behind the writes waiting already
+            self._enqueue(op)
+            return None
 
         def failed(exc: BaseException, delay: float) -> None:
             self.metrics.store_unavailable.inc()
             log.error("alert %s cannot be stored (%s); retrying in %.1f s", write.record.alert_id, exc, delay)
 
-        result = call_with_retry(lambda: self.store.put(write), retry_on=(StoreError, OSError),
-                                 backoff=_BACKOFF, stop=self.stop, on_failure=failed,
-                                 before_retry=self.store.drain)
+        try:
+            result = call_with_retry(lambda: self.store.put(write), retry_on=(StoreUnavailableError,),
+                                     backoff=_BACKOFF, stop=self.stop, on_failure=failed,
+                                     before_retry=self.store.drain)
+        except (StoreError, OSError) as exc:
+            self._store_failed(exc)
+            self._enqueue(op)
+            return None
         if result.spooled:
             self.metrics.store_unavailable.inc()
         return result
+
+    # ------------------------------------------------------------------ writes kept in memory
+    def _store_failed(self, exc: BaseException) -> None:
+        """Count a failed store write; log it at once the first time, then once a minute."""
+        self.metrics.store_errors.labels(store_error_reason(exc)).inc()
+        now = time.monotonic()
+        last = self._store_error_logged_at
+        if last is not None and now - last < STORE_ERROR_LOG_INTERVAL_S:
+            self._store_errors_quiet += 1
+            return
+        quiet, self._store_errors_quiet, self._store_error_logged_at = self._store_errors_quiet, 0, now
+        log.error("alert store: %s; alerts are kept in memory (%d write(s) waiting) and retried, "
+                  "records stay uncommitted%s", exc, len(self._queue) + 1,
+                  f" ({quiet} more failure(s) since the last message)" if quiet else "")
+
+    def _enqueue(self, op: _StoreOp) -> None:
+        """Keep ``op`` for later; while the queue is full, wait for the store (back-pressure)."""
+        failures = 0
+        while self._queue and (len(self._queue) >= self.cfg.store_retry_max_writes
+                               or self._queue_bytes + op.nbytes > self.cfg.store_retry_max_bytes):
+            if self._flush_queue(force=True):
+                break
+            failures += 1
+            if self.stop.wait(_QUEUE_BACKOFF.delay(failures)):
+                raise Stopped
+        self._queue.append(op)
+        self._queue_bytes += op.nbytes
+        self.metrics.store_queued.set(len(self._queue))
+
+    def _flush_queue(self, force: bool = False) -> bool:
+        """Apply the writes kept in memory, in order (not before their back-off, unless
+        ``force``); True once none is left."""
+        if not self._queue:
+            return True
+        if not force and time.monotonic() < self._queue_retry_at:
+            return False
+        applied = 0
+        while self._queue:
+            op = self._queue[0]
+            try:
+                if op.write is not None:
+                    result = self.store.put(op.write)
+                    if result.publish and op.write.event is not None:
+                        self._to_publish.append(op.write.event)
+                else:
+                    self.store.mark_published(op.alert_id, op.event_ids)
+            except (StoreError, OSError) as exc:
+                self._store_failed(exc)
+                self._queue_failures += 1
+                self._queue_retry_at = time.monotonic() + _QUEUE_BACKOFF.delay(self._queue_failures)
+                self.metrics.store_queued.set(len(self._queue))
+                return False
+            self._queue.popleft()
+            self._queue_bytes -= op.nbytes
+            applied += 1
+        self._queue_failures, self._queue_retry_at = 0, 0.0
+        self._queue_bytes = 0
+        self._store_error_logged_at, self._store_errors_quiet = None, 0
+        self.metrics.store_queued.set(0)
+        log.info("alert store writable again: %d write(s) kept in memory are stored", applied)
+        return True
+
+    def _held_seqs(self) -> dict[str, int]:
+        """Per camera, the oldest alert anchor whose write waits in memory."""
+        held: dict[str, int] = {}
+        for op in self._queue:
+            if op.camera is not None and op.anchor_seq is not None:
+                held[op.camera] = min(held.get(op.camera, op.anchor_seq), op.anchor_seq)
+        return held
+
+    @property
+    def queued_writes(self) -> int:
+        """Store writes kept in memory (the store could not take them yet)."""
+        return len(self._queue)
 
     # ------------------------------------------------------------------ delivery and commits
     def _deliver(self) -> None:
@@ -412,21 +682,32 @@ class AlertWorker:
         self._commit()
 
     def _mark(self, alert_id: str, ids: list[str]) -> None:
-        call_with_retry(lambda: self.store.mark_published(alert_id, ids), retry_on=(StoreError, OSError),
-                        backoff=_BACKOFF, stop=self.stop,
-                        on_failure=lambda exc, _d: log.error("publish marks of alert %s not stored (%s); "
-                                                             "retrying", alert_id, exc))
+        op = _StoreOp(alert_id=alert_id, event_ids=ids)
+        if self._queue:
+            self._enqueue(op)
+            return
+        try:
+            call_with_retry(lambda: self.store.mark_published(alert_id, ids),
+                            retry_on=(StoreUnavailableError,), backoff=_BACKOFF, stop=self.stop,
+                            on_failure=lambda exc, _d: log.error("publish marks of alert %s not stored (%s); "
+                                                                 "retrying", alert_id, exc))
+        except (StoreError, OSError) as exc:
+            self._store_failed(exc)
+            self._enqueue(op)
 
     def _commit(self) -> None:
         offsets: dict[tuple[str, int], int] = {}
         lows: dict[str, int | None] = {}
+        held = self._held_seqs()
         for tp, queue in self._uncommitted.items():
             while queue:
                 offset, camera, seq = queue[0]
                 if camera is not None:
                     if camera not in lows:
                         cam = self.cameras.get(camera)
-                        lows[camera] = cam.low_water(self._pre_roll_ms) if cam is not None else None
+                        marks = [m for m in (cam.low_water(self._pre_roll_ms) if cam is not None else None,
+                                             held.get(camera)) if m is not None]
+                        lows[camera] = min(marks) if marks else None
                     low = lows[camera]
                     if low is not None and seq >= low:
                         break
@@ -457,8 +738,18 @@ class AlertWorker:
                 log.info("camera %s silent for %.0f s: ending its alerts", cam.camera, silent)
                 self._finish_camera(cam)
                 changed = True
+            elif (silent > self.cfg.idle_timeout_s and not cam.alerts and not cam.pending
+                  and cam.machine.active is None):
+                self._drop(cam, "idle")  # nothing of it is open: free its ring
+                changed = True  # its records need not wait any more
+        self._reset_broken()
+        if self._queue and self._flush_queue():
+            changed = True
         if self.store.pending():
-            self.store.drain()
+            try:
+                self.store.drain()
+            except (StoreError, OSError) as exc:  # the spool's disk: counted, logged, tried again
+                self._store_failed(exc)
         self.metrics.spooled.set(self.store.pending())
         if changed or self._to_publish:
             self._deliver()
@@ -497,3 +788,16 @@ class AlertWorker:
         for cam in self.cameras.values():
             for alert in cam.alerts:
                 alert.recorder.discard()
+        if self._queue:
+            log.error("alert store: %d write(s) could not be stored before the worker closed; their "
+                      "records were not committed (a Kafka deployment reads them again)", len(self._queue))
+
+
+def _where(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+def _check_camera(camera: str) -> None:
+    if not _CAMERA_ID.match(camera):
+        raise MessageError(f"camera id {camera[:40]!r} is not 1-128 of [A-Za-z0-9._-] starting with a "
+                           "letter or digit")

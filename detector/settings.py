@@ -43,6 +43,16 @@ class DetectorSettings(Strict):
         default=2000, ge=1,
         description="skip live frames older than this (the detector is behind); None: score all",
     )
+    max_frame_pixels: int = Field(
+        default=40_000_000, ge=1,
+        description="frames whose JPEG declares more pixels are refused before decoding (a 1 KB JPEG "
+                    "can declare 30000x30000 and make the decoder allocate gigabytes)",
+    )
+    allow_missing_scenes: bool = Field(
+        default=False,
+        description="start even if a configured camera's scene has no usable checkpoint (its frames are "
+                    "then skipped and counted as unknown_scene / bad_checkpoint); False: refuse to start",
+    )
 
     @property
     def prefetch(self) -> int:

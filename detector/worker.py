@@ -7,14 +7,28 @@ Per micro-batch:
 2. parse each record and decode its JPEG (the batch's JPEGs on ``decode_threads`` threads);
    a record that cannot be used (garbage, undecodable JPEG, unsupported schema, a
    malformed or unknown scene) is counted by reason (``vigil_detector_rejected``), logged
-   once, skipped and committed with its batch, so it can never stop the worker;
-   A live frame older than ``live_max_age_ms`` is skipped too (counted): when cameras send
-   more than the detector can take, it scores the newest frames instead of a backlog;
+   once, skipped and committed with its batch, so it can never stop the worker (a scene
+   without a usable checkpoint is logged at most once a minute, with the frames skipped
+   since). A live frame older than ``live_max_age_ms`` is skipped too (counted): when
+   cameras send more than the detector can take, it scores the newest frames instead of a
+   backlog;
 3. one encoder pass for the whole batch, then each scene's flow head on its own frames
    (heads come from the scene registry through a memory-bounded cache);
 4. publish one :class:`~common.messages.ScoreMessage` per frame, flush, and only then
    commit the batch's offsets (at-least-once: after a crash the batch is scored again and a
    downstream consumer drops duplicates by ``(camera, seq)``).
+
+**Poison records.** Any unexpected exception while handling one record -- parsing it,
+loading its scene, decoding its JPEG, its motion features, its score, building its score
+message -- is counted as ``error:<ExceptionType>`` in ``vigil_detector_rejected``, logged
+once with topic, partition and offset (the first of each type with its traceback), and the
+record is skipped and committed. When a batch's model pass fails, its frames are scored one
+by one to find the frames that fail alone; if every one does, a synthetic reference frame
+tells the record from the model: if the model cannot score that either, the failure is the
+model's, not a record's, and it propagates (the worker stops, nothing of the batch is
+committed). A batch that fails together but whose frames all succeed alone is logged and
+counted (``vigil_detector_batch_failures``). Failures of the bus (poll, publish, commit) are
+never attributed to a record.
 
 Steps 3 and 4 run on the thread that calls :meth:`DetectorWorker.run`. With a prefetch
 (``prefetch_batches``, by default on CUDA), steps 1, 2 and the commit run on a fetch thread
@@ -29,8 +43,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -46,6 +61,7 @@ from common.messages import (
     FrameMessage,
     MessageError,
     ScoreMessage,
+    jpeg_size,
 )
 from common.retry import Backoff, Stopped, call_with_retry
 from detector.checkpoint import from_checkpoint, model_id
@@ -60,6 +76,42 @@ from scenes.registry import SceneRegistry, UnknownSceneError
 log = logging.getLogger(__name__)
 
 _BACKOFF = Backoff(0.5, 10.0)  # between attempts to publish a scored batch
+
+#: A scene without a usable checkpoint is warned about at most once per this many seconds.
+SCENE_WARNING_INTERVAL_S = 60.0
+
+
+def error_reason(exc: BaseException) -> str:
+    """The rejection reason of an unexpected exception: ``error:<ExceptionType>``."""
+    return f"error:{type(exc).__name__}"
+
+
+class SceneWarnings:
+    """Rate limit of the per-scene warnings: the first at once, then at most one per
+    ``interval_s`` and scene, carrying the number of frames skipped silently since.
+    Thread-safe; remembers at most ``max_scenes`` scenes (least recently warned dropped)."""
+
+    def __init__(self, interval_s: float = SCENE_WARNING_INTERVAL_S, max_scenes: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s, self.max_scenes, self.clock = interval_s, max_scenes, clock
+        self._lock = threading.Lock()
+        self._last: OrderedDict[tuple[str, str], list[float]] = OrderedDict()  # [logged at, skipped since]
+
+    def due(self, scene: str, reason: str) -> int | None:
+        """None: stay quiet (the frame is counted as skipped silently); otherwise log now,
+        with this many frames skipped silently since the previous warning."""
+        key = (scene, reason)
+        with self._lock:
+            now = self.clock()
+            state = self._last.get(key)
+            if state is not None and now - state[0] < self.interval_s:
+                state[1] += 1
+                return None
+            self._last[key] = [now, 0]
+            self._last.move_to_end(key)
+            while len(self._last) > self.max_scenes:
+                self._last.popitem(last=False)
+            return 0 if state is None else int(state[1])
 
 
 class DetectorMetrics:
@@ -87,6 +139,8 @@ class DetectorMetrics:
                                 registry=registry)
         self.publish_errors = Counter("vigil_detector_publish_errors", "failed attempts to publish a "
                                       "scored batch (retried)", registry=registry)
+        self.batch_failures = Counter("vigil_detector_batch_failures", "model passes that failed for a "
+                                      "batch whose frames then scored one by one", registry=registry)
         self.consumer_lag = Gauge("vigil_detector_consumer_lag", "frame records waiting in this "
                                   "worker's partitions", registry=registry)
 
@@ -143,62 +197,138 @@ class BatchScorer:
         # Streaming state of scenes with a motion channel: per loaded model, each camera's
         # last frame (MotionTracker). Dropped with the model when the cache evicts it.
         self.motion: dict[str, MotionTracker] = {}
+        self.batch_failures = 0  # model passes that failed for a batch but not for its frames
 
-    def _motion(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]) -> list[np.ndarray | None]:
-        """Each frame's motion features (None: no motion channel, or a gap), in record order:
-        a camera's frames are in order within a partition and a batch keeps that order."""
+    def _motion(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]
+                ) -> list[np.ndarray | None | Exception]:
+        """Each frame's motion features (None: no motion channel, or a gap; the exception if
+        they could not be computed), in record order: a camera's frames are in order within a
+        partition and a batch keeps that order."""
         loaded = {e.model_id for e in self.cache.loaded.values()}
         for gone in [m for m in self.motion if m not in loaded]:
             del self.motion[gone]
-        out: list[np.ndarray | None] = []
+        out: list[np.ndarray | None | Exception] = []
         for msg, image, scene in frames:
             motion = scene.model.motion
             if motion is None:
                 out.append(None)
                 continue
             tracker = self.motion.setdefault(scene.model_id, MotionTracker(motion.settings))
-            out.append(tracker.features(msg.camera, msg.seq, image, msg.ts))
+            try:
+                out.append(tracker.features(msg.camera, msg.seq, image, msg.ts))
+            except Exception as exc:  # noqa: BLE001 - this frame's failure, reported with its record
+                out.append(exc)
         return out
 
+    def _model_pass(self, size: int, items: list[tuple[np.ndarray, LoadedScene, np.ndarray | None]]
+                    ) -> list[tuple[float, float, np.ndarray]]:
+        """One encoder pass over images of one input size, then each scene's head on its
+        rows: ``(score, raw, map)`` per item."""
+        images = to_input([image for image, _scene, _motion in items], size).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+            features = [f.float() for f in self.encoder(images)]
+        by_scene: dict[str, list[int]] = defaultdict(list)
+        for j, (_image, scene, _motion) in enumerate(items):
+            by_scene[scene.model_id].append(j)
+        out: list[tuple[float, float, np.ndarray]] = [(0.0, 0.0, np.zeros(0))] * len(items)
+        for rows in by_scene.values():
+            loaded = items[rows[0]][1]
+            result = loaded.model.score([f[rows] for f in features],
+                                        images[rows] if loaded.model.needs_images else None,
+                                        [items[j][2] for j in rows])
+            maps = result.maps.float().cpu().numpy()
+            for r, j in enumerate(rows):
+                out[j] = (float(result.scores[r]), float(result.raw[r]), maps[r])
+        return out
+
+    def _message(self, msg: FrameMessage, scene: LoadedScene, scored: tuple[float, float, np.ndarray]
+                 ) -> ScoreMessage:
+        score, raw, amap = scored
+        return ScoreMessage(
+            camera=msg.camera, scene=msg.scene, seq=msg.seq, ts=msg.ts, source=msg.source,
+            score=score, raw=raw, model=scene.model_id, latency_ms=max(0.0, time.time() * 1000 - msg.ts),
+            anomaly_map=_resize_map(amap, self.settings.map_size), map_encoding=self.settings.map_encoding,
+        )
+
+    def _model_works(self, size: int, scenes: list[LoadedScene]) -> bool:
+        """Whether each scene's model still scores a plain grey reference frame (no motion)."""
+        grey = np.full((size, size, 3), 128, np.uint8)
+        try:
+            self._model_pass(size, [(grey, scene, None) for scene in scenes])
+        except Exception:  # noqa: BLE001 - the answer is "no"; the caller raises the frames' error
+            log.exception("detector: the model cannot score a reference frame either")
+            return False
+        return True
+
     @torch.no_grad()
-    def score(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]) -> list[ScoreMessage]:
-        """One encoder pass per input size, then each scene's head on its frames."""
+    def score(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]
+              ) -> list[ScoreMessage | Exception]:
+        """One encoder pass per input size, then each scene's head on its frames. Returns, in
+        the frames' order, each frame's score message or the exception that stopped that
+        frame alone (see the module's "Poison records"); raises when the model itself fails."""
         motion = self._motion(frames)
+        out: list[ScoreMessage | Exception | None] = [m if isinstance(m, Exception) else None
+                                                      for m in motion]
         by_size: dict[int, list[int]] = defaultdict(list)
         for i, (_msg, _img, scene) in enumerate(frames):
-            by_size[scene.model.input_size].append(i)
-        out: list[ScoreMessage | None] = [None] * len(frames)
+            if out[i] is None:
+                by_size[scene.model.input_size].append(i)
+
+        def item(i: int) -> tuple[np.ndarray, LoadedScene, np.ndarray | None]:
+            m = motion[i]
+            return frames[i][1], frames[i][2], None if isinstance(m, Exception) else m
+
         for size, idx in by_size.items():
-            images = to_input([frames[i][1] for i in idx], size).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-                features = [f.float() for f in self.encoder(images)]
-            by_scene: dict[str, list[int]] = defaultdict(list)
-            for j, i in enumerate(idx):
-                by_scene[frames[i][2].model_id].append(j)
-            for rows in by_scene.values():
-                loaded = frames[idx[rows[0]]][2]
-                result = loaded.model.score([f[rows] for f in features],
-                                            images[rows] if loaded.model.needs_images else None,
-                                            [motion[idx[j]] for j in rows])
-                maps = result.maps.float().cpu().numpy()
-                for r, j in enumerate(rows):
-                    msg = frames[idx[j]][0]
-                    out[idx[j]] = ScoreMessage(
-                        camera=msg.camera, scene=msg.scene, seq=msg.seq, ts=msg.ts, source=msg.source,
-                        score=float(result.scores[r]), raw=float(result.raw[r]), model=loaded.model_id,
-                        latency_ms=max(0.0, time.time() * 1000 - msg.ts),
-                        anomaly_map=_resize_map(maps[r], self.settings.map_size),
-                        map_encoding=self.settings.map_encoding,
-                    )
-        return [o for o in out if o is not None]
+            try:
+                results = self._model_pass(size, [item(i) for i in idx])
+            except Exception as exc:
+                results = self._one_by_one(size, idx, item, exc, out)
+            for i, scored in zip(idx, results, strict=True):
+                if scored is None:
+                    continue
+                try:
+                    out[i] = self._message(frames[i][0], frames[i][2], scored)
+                except Exception as exc:  # noqa: BLE001 - e.g. a non-finite score: this frame's failure
+                    out[i] = exc
+        return [o if o is not None else RuntimeError("frame not scored") for o in out]
+
+    def _one_by_one(self, size: int, idx: list[int],
+                    item: Callable[[int], tuple[np.ndarray, LoadedScene, np.ndarray | None]],
+                    batch_exc: Exception, out: list[ScoreMessage | Exception | None]
+                    ) -> list[tuple[float, float, np.ndarray] | None]:
+        """After a failed model pass: each frame alone. Frames that fail alone get their
+        exception in ``out``; if all do and the model cannot score a reference frame either,
+        ``batch_exc`` propagates (the model is broken, not a record)."""
+        results: list[tuple[float, float, np.ndarray] | None] = []
+        failed: list[int] = []
+        for i in idx:
+            try:
+                (scored,) = self._model_pass(size, [item(i)])
+            except Exception as exc:  # noqa: BLE001 - decided below: the record's or the model's
+                out[i] = exc
+                failed.append(i)
+                results.append(None)
+            else:
+                results.append(scored)
+        if not failed:
+            self.batch_failures += 1
+            log.error("detector: the model pass over %d frames failed (%r), each frame alone succeeded",
+                      len(idx), batch_exc)
+        elif len(failed) == len(idx):
+            scenes = list({item(i)[1].model_id: item(i)[1] for i in idx}.values())
+            if not self._model_works(size, scenes):
+                raise batch_exc
+        return results
 
 
 @dataclass
 class PreparedBatch:
-    """Polled records (all of them, for the commit) and the frames among them to score."""
+    """Polled records (all of them, for the commit) and the frames among them to score, with
+    the record each frame came from (``sources``, to report a frame's failure)."""
 
     records: list[Record]
     frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]
+    sources: list[Record] = field(default_factory=list)
 
 
 class DetectorWorker:
@@ -225,6 +355,9 @@ class DetectorWorker:
         self._thread: threading.Thread | None = None
         self._running = False
         self._decoder_pool: ThreadPoolExecutor | None = None  # made on first use
+        self.scene_warnings = SceneWarnings()
+        self._traced: set[str] = set()  # error reasons already logged with a traceback
+        self._batch_failures_seen = 0
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -343,10 +476,24 @@ class DetectorWorker:
             records += self.consumer.poll(max_records=s.batch_size - len(records), timeout_ms=left * 1000)
         return records
 
-    def _reject(self, reason: str, record: Record, detail: object) -> None:
+    def _reject(self, reason: str, record: Record, detail: object, scene: str | None = None) -> None:
+        """Count a skipped record by reason and log it: once per record, except for a scene
+        without a usable checkpoint (``scene`` given): once per scene and minute."""
         self.metrics.rejected.labels(reason).inc()
-        log.warning("skipping record %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset,
-                    reason, detail)
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        if scene is not None:
+            since = self.scene_warnings.due(scene, reason)
+            if since is None:
+                return
+            log.warning("skipping frames of scene %s (record %s): %s: %s; %s", scene, where, reason, detail,
+                        f"{since} more frame(s) skipped since the last warning" if since
+                        else f"repeated at most once per {self.scene_warnings.interval_s:.0f} s")
+            return
+        trace = reason.startswith("error:") and reason not in self._traced
+        if trace:
+            self._traced.add(reason)
+        log.warning("skipping record %s: %s: %s", where, reason, detail,
+                    exc_info=detail if trace and isinstance(detail, BaseException) else None)
 
     def _stale(self, msg: FrameMessage) -> bool:
         """A live frame the detector reaches too late is skipped: a live view wants the newest
@@ -365,44 +512,65 @@ class DetectorWorker:
         accepted: list[tuple[Record, FrameMessage, LoadedScene]] = []
         for record in records:
             try:
-                msg = FrameMessage.from_record(record.key, record.value, record.headers)
-            except BadSceneIdError as exc:
-                self._reject("bad_scene", record, exc)
+                item = self._accept(record)
+            except Exception as exc:  # noqa: BLE001 - the per-record guard: counted, logged, skipped
+                self._reject(error_reason(exc), record, exc)
                 continue
-            except MessageError as exc:
-                self._reject("bad_message", record, exc)
-                continue
-            if self._stale(msg):
-                continue
-            try:
-                scene = self.cache.get(msg.scene)
-            except InvalidSceneIdError as exc:  # the frame contract refuses these first
-                self._reject("bad_scene", record, exc)
-                continue
-            except UnknownSceneError as exc:
-                self._reject("unknown_scene", record, exc)
-                continue
-            except (CheckpointError, EncoderMismatchError) as exc:
-                self._reject("bad_checkpoint", record, exc)
-                continue
-            accepted.append((record, msg, scene))
+            if item is not None:
+                accepted.append(item)
         self.metrics.models_loaded.set(len(self.cache.loaded))
         frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]] = []
+        sources: list[Record] = []
         for (record, msg, scene), image in zip(accepted, self._decode_all(accepted), strict=True):
             if isinstance(image, MessageError):
                 self._reject("bad_message", record, image)
+            elif isinstance(image, Exception):
+                self._reject(error_reason(image), record, image)
             else:
                 frames.append((msg, image, scene))
-        return PreparedBatch(records, frames)
+                sources.append(record)
+        return PreparedBatch(records, frames, sources)
+
+    def _accept(self, record: Record) -> tuple[Record, FrameMessage, LoadedScene] | None:
+        """Parse one record and find its scene's model; None if it is skipped (counted)."""
+        try:
+            msg = FrameMessage.from_record(record.key, record.value, record.headers)
+        except BadSceneIdError as exc:
+            self._reject("bad_scene", record, exc)
+            return None
+        except MessageError as exc:
+            self._reject("bad_message", record, exc)
+            return None
+        if self._stale(msg):
+            return None
+        try:
+            scene = self.cache.get(msg.scene)
+        except InvalidSceneIdError as exc:  # the frame contract refuses these first
+            self._reject("bad_scene", record, exc)
+            return None
+        except UnknownSceneError as exc:
+            self._reject("unknown_scene", record, exc, scene=msg.scene)
+            return None
+        except (CheckpointError, EncoderMismatchError) as exc:
+            self._reject("bad_checkpoint", record, exc, scene=msg.scene)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a scene that cannot be loaded: per scene, like the above
+            self._reject(error_reason(exc), record, exc, scene=msg.scene)
+            return None
+        return record, msg, scene
 
     def _decode_all(self, accepted: list[tuple[Record, FrameMessage, LoadedScene]]
-                    ) -> list[np.ndarray | MessageError]:
-        def decode(item: tuple[Record, FrameMessage, LoadedScene]) -> np.ndarray | MessageError:
+                    ) -> list[np.ndarray | Exception]:
+        def decode(item: tuple[Record, FrameMessage, LoadedScene]) -> np.ndarray | Exception:
             _record, msg, scene = item
             try:
+                width, height = jpeg_size(msg.jpeg)
+                if width * height > self.settings.max_frame_pixels:
+                    return MessageError(f"JPEG declares {width}x{height} pixels, over max_frame_pixels "
+                                        f"({self.settings.max_frame_pixels}): not decoded")
                 # Resized here, off the model step (the same function the model step would use).
                 return resize_for_model(msg.image(), scene.model.input_size)
-            except MessageError as exc:
+            except Exception as exc:  # noqa: BLE001 - this record's failure, reported with it
                 return exc
 
         if len(accepted) < 2 or self.settings.decoders < 2:
@@ -419,13 +587,34 @@ class DetectorWorker:
         if not batch.frames:
             return True
         t0 = time.perf_counter()
-        scored = self.scorer.score(batch.frames)
+        results = self.scorer.score(batch.frames)
         self.metrics.batch_seconds.observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch.frames))
+        if self.scorer.batch_failures != self._batch_failures_seen:
+            self.metrics.batch_failures.inc(self.scorer.batch_failures - self._batch_failures_seen)
+            self._batch_failures_seen = self.scorer.batch_failures
+        sources = batch.sources or [None] * len(batch.frames)  # type: ignore[list-item]
+        scored: list[ScoreMessage] = []
+        wire: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = []
+        for record, result in zip(sources, results, strict=True):
+            failure: Exception
+            if isinstance(result, Exception):
+                failure = result
+            else:
+                try:
+                    wire.append(result.to_record())
+                except Exception as exc:  # noqa: BLE001 - the per-record guard: counted, logged, skipped
+                    failure = exc
+                else:
+                    scored.append(result)
+                    continue
+            if record is None:  # a batch built without its records: nothing to attribute it to
+                raise failure
+            self._reject(error_reason(failure), record, failure)
 
         def send_all() -> None:
-            for out in scored:
-                self.producer.send(self.scores_topic, *out.to_record())
+            for out in wire:
+                self.producer.send(self.scores_topic, *out)
             self.producer.flush()
 
         def failed(exc: BaseException, delay: float) -> None:

@@ -30,6 +30,7 @@ from alerting.store.base import (
     SpoolFullError,
     StoreError,
     StoreUnavailableError,
+    StoreWriteError,
 )
 from alerting.store.local import LocalStore
 from alerting.store.redis_store import RedisStore
@@ -47,6 +48,7 @@ __all__ = [
     "SpoolingStore",
     "StoreError",
     "StoreUnavailableError",
+    "StoreWriteError",
     "open_store",
 ]
 

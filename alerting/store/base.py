@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from alerting.events import AlertRecord
 
-__all__ = ["AlertStore", "AlertWrite", "PutResult", "SpoolFullError", "StoreError", "StoreUnavailableError"]
+__all__ = ["AlertStore", "AlertWrite", "PutResult", "SpoolFullError", "StoreError", "StoreUnavailableError",
+           "StoreWriteError"]
 
 
 class StoreError(RuntimeError):
@@ -20,6 +22,18 @@ class StoreUnavailableError(StoreError):
 
 class SpoolFullError(StoreUnavailableError):
     """Redis is unreachable and the spool has no room for another write."""
+
+
+class StoreWriteError(StoreError):
+    """The store could not write to its disk (full, read-only, no permission). The message
+    names the path and the cause; ``errno`` is the operating system's error number. Nothing
+    stored before is harmed (files are replaced atomically)."""
+
+    def __init__(self, path: object, exc: OSError) -> None:
+        self.path, self.errno = path, exc.errno
+        cause = exc.strerror or str(exc)
+        name = errno.errorcode.get(exc.errno, "") if isinstance(exc.errno, int) else ""
+        super().__init__(f"cannot write {path}: {cause}" + (f" ({name})" if name else ""))
 
 
 @dataclass(frozen=True)
@@ -66,8 +80,10 @@ class AlertStore(Protocol):
         """Newest first (by start time)."""
         ...
 
-    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict]]:
-        """Events after cursor ``after`` (``None``: from the beginning), ``(cursor, event)`` pairs."""
+    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict | None]]:
+        """Events after cursor ``after`` (``None``: from the beginning), ``(cursor, event)`` pairs;
+        ``event`` is None for an entry of the log that is not a valid event (logged by the
+        store), so that a reader's cursor moves past it."""
         ...
 
     def latest_cursor(self) -> str:

@@ -3,7 +3,12 @@
 Layout (``alerting.store.dir``): ``alerts/{id}.json`` · ``clips/{id}.mp4`` ·
 ``snaps/{id}.jpg`` · ``index/{camera}.json`` ({id: start_ts}) · ``events.jsonl`` (capped at
 ``events_max`` lines). Files are replaced atomically; alerts older than the retention
-(by write time) are deleted.
+(by write time) are deleted, and beyond ``max_alerts`` the oldest written go first.
+
+A write that fails (disk full, unwritable) raises :class:`~alerting.store.base.StoreWriteError`
+naming the path, and leaves every file as it was: files are written to a temporary name,
+fsynced and renamed over the old one; an event line that could not be appended whole is cut
+off again. Repeating the write later (the alert worker does) is idempotent.
 """
 
 from __future__ import annotations
@@ -12,25 +17,39 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from alerting.config import LocalStoreConfig
-from alerting.events import AlertRecord
-from alerting.store.base import AlertWrite, PutResult
+from alerting.events import AlertRecord, EventError, check_event
+from alerting.store.base import AlertWrite, PutResult, StoreError, StoreWriteError
 
 __all__ = ["LocalStore"]
 
 log = logging.getLogger(__name__)
 
+#: Alert ids and camera ids name files here: the contract's characters only (no ``/``, no ``..``).
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` all at once (:class:`StoreWriteError` if it cannot be written;
+    the old file is then untouched and no temporary file is left)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreWriteError(path, exc) from exc
 
 
 def _read_json(path: Path) -> Any:
@@ -38,9 +57,30 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return None
+
+
+def _record_file(path: Path) -> dict[str, Any] | None:
+    """An ``alerts/{id}.json`` as ``{"record": {...}, "events": {...}}``; None if missing or not of
+    that shape (logged: such a file is replaced by the next write)."""
+    data = _read_json(path)
+    if data is None:
+        return None
+    if (isinstance(data, dict) and isinstance(data.get("record"), dict)
+            and isinstance(data.get("events", {}), dict)
+            and isinstance(data["record"].get("version"), int)):
+        data.setdefault("events", {})
+        return data
+    log.warning("ignoring %s: not an alert record file", path)
+    return None
+
+
+def _name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise StoreError(f"refused: {kind} {str(value)[:40]!r} cannot name a file")
+    return value
 
 
 class LocalStore:
@@ -56,10 +96,16 @@ class LocalStore:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.events_path = self.root / "events.jsonl"
         self._lock = threading.RLock()
+        self._bad_lines_logged = 0
+        self._bad_events_logged: OrderedDict[int, None] = OrderedDict()
         self._next_event = self._last_event_number() + 1
         self._event_lines = self._count_event_lines()
         self._last_purge = 0.0
-        self.purge()
+        self._alerts = sum(1 for _ in (self.root / "alerts").glob("*.json"))
+        # events appended whose record (with the event's marker) was not written: a retried
+        # write must not append them twice
+        self._unrecorded: OrderedDict[str, None] = OrderedDict()
+        self._purge_quietly()
 
     # -- keys / paths
     def clip_key(self, alert_id: str) -> str:
@@ -69,16 +115,18 @@ class LocalStore:
         return f"snaps/{alert_id}.jpg"
 
     def _record_path(self, alert_id: str) -> Path:
-        return self.root / "alerts" / f"{alert_id}.json"
+        return self.root / "alerts" / f"{_name('alert id', alert_id)}.json"
 
     def _index_path(self, camera: str) -> Path:
-        return self.root / "index" / f"{camera}.json"
+        return self.root / "index" / f"{_name('camera id', camera)}.json"
 
     # -- writes
     def put(self, write: AlertWrite) -> PutResult:
         rec = write.record
         with self._lock:
-            current = _read_json(self._record_path(rec.alert_id))
+            path = self._record_path(rec.alert_id)
+            index_path = self._index_path(rec.camera)
+            current = _record_file(path)
             markers: dict[str, int] = dict((current or {}).get("events", {}))
             stored = current is None or int(current["record"]["version"]) <= rec.version
             if stored:
@@ -88,30 +136,48 @@ class LocalStore:
                     _write_atomic(self.root / self.snapshot_key(rec.alert_id), write.snapshot)
                 record_json = rec.to_json()
             else:
+                assert current is not None
                 record_json = current["record"]
             publish = False
-            if write.event is not None:
-                mark = markers.get(write.event["event_id"])
+            event_id = write.event_id
+            if write.event is not None and event_id is not None:
+                mark = markers.get(event_id)
                 if mark is None:
-                    markers[write.event["event_id"]] = 0
-                    self._append_event(write.event)
+                    markers[event_id] = 0
+                    if event_id not in self._unrecorded:
+                        self._append_event(write.event)
+                        self._unrecorded[event_id] = None
+                        while len(self._unrecorded) > 1024:
+                            self._unrecorded.popitem(last=False)
                     publish = True
                 else:
                     publish = mark == 0
-            _write_atomic(self._record_path(rec.alert_id),
-                          json.dumps({"record": record_json, "events": markers}).encode())
-            index = _read_json(self._index_path(rec.camera)) or {}
+            _write_atomic(path, json.dumps({"record": record_json, "events": markers}).encode())
+            if event_id is not None:
+                self._unrecorded.pop(event_id, None)
+            if current is None:
+                self._alerts += 1
+            index = _read_json(index_path)
+            index = index if isinstance(index, dict) else {}
             if index.get(rec.alert_id) != rec.start_ts:
                 index[rec.alert_id] = rec.start_ts
-                _write_atomic(self._index_path(rec.camera), json.dumps(index).encode())
-            if time.monotonic() - self._last_purge > self.PURGE_EVERY_S:
-                self.purge()
+                _write_atomic(index_path, json.dumps(index).encode())
+            if (time.monotonic() - self._last_purge > self.PURGE_EVERY_S
+                    or self._alerts > self.cfg.max_alerts + max(10, self.cfg.max_alerts // 10)):
+                self._purge_quietly()
             return PutResult(stored=stored, publish=publish)
+
+    def _purge_quietly(self) -> None:
+        """Retention and the count cap after a write; a failure here is not the write's."""
+        try:
+            self.purge()
+        except (OSError, StoreError) as exc:
+            log.error("local alert store %s: old alerts could not be deleted: %s", self.root, exc)
 
     def mark_published(self, alert_id: str, event_ids: list[str]) -> None:
         with self._lock:
             path = self._record_path(alert_id)
-            current = _read_json(path)
+            current = _record_file(path)
             if current is None:
                 return
             for e in event_ids:
@@ -120,24 +186,51 @@ class LocalStore:
             _write_atomic(path, json.dumps(current).encode())
 
     def _append_event(self, event: dict[str, Any]) -> None:
+        """Append one line to the event log, all of it or nothing (a partial line is cut off)."""
         line = json.dumps({"n": self._next_event, "written_ms": int(time.time() * 1000), "event": event},
                           separators=(",", ":"))
-        with open(self.events_path, "a") as fh:
-            fh.write(line + "\n")
+        try:
+            with open(self.events_path, "ab") as fh:
+                start = fh.seek(0, os.SEEK_END)
+                try:
+                    fh.write(line.encode() + b"\n")
+                    fh.flush()
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        fh.truncate(start)
+                    raise
+        except OSError as exc:
+            raise StoreWriteError(self.events_path, exc) from exc
         self._next_event += 1
         self._event_lines += 1
         if self._event_lines > self.cfg.events_max + max(10, self.cfg.events_max // 10):
-            self._trim_events(keep=lambda _e, i, n: i >= n - self.cfg.events_max)
+            try:
+                self._trim_events(keep=lambda _e, i, n: i >= n - self.cfg.events_max)
+            except StoreWriteError as exc:  # the event is in; the log is cut again next time
+                log.error("local alert store: the event log could not be cut to %d lines: %s",
+                          self.cfg.events_max, exc)
 
     def _read_events(self) -> list[dict[str, Any]]:
+        """The event log's entries ``{"n": int, "written_ms": int, "event": ...}``; lines that are
+        not such an entry (being appended right now, or damaged) are left out."""
         try:
-            text = self.events_path.read_text()
+            text = self.events_path.read_text(errors="replace")
         except FileNotFoundError:
             return []
-        out = []
+        out, bad = [], 0
         for line in text.splitlines():
-            with contextlib.suppress(ValueError):  # a line being appended right now
-                out.append(json.loads(line))
+            try:
+                entry = json.loads(line)
+            except (ValueError, RecursionError):
+                bad += 1
+                continue
+            if isinstance(entry, dict) and _int(entry.get("n")) > 0:
+                out.append(entry)
+            else:
+                bad += 1
+        if bad > self._bad_lines_logged:
+            log.warning("%s: %d line(s) are not event entries; skipped", self.events_path, bad)
+        self._bad_lines_logged = bad
         return out
 
     def _trim_events(self, keep: Any) -> None:
@@ -156,35 +249,60 @@ class LocalStore:
 
     # -- retention
     def purge(self, now_ms: int | None = None) -> int:
-        """Delete alerts (and events) written longer ago than the retention; returns alerts deleted."""
+        """Delete alerts (and events) written longer ago than the retention, and beyond
+        ``max_alerts`` the oldest written; returns alerts deleted."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         cutoff = now_ms - self.cfg.retention_s * 1000
         deleted = 0
         with self._lock:
             self._last_purge = time.monotonic()
+            kept: list[tuple[int, Path, dict[str, Any] | None]] = []
             for path in (self.root / "alerts").glob("*.json"):
-                data = _read_json(path)
-                if data is None or int(data["record"].get("written_ms", 0)) >= cutoff:
-                    continue
-                rec = data["record"]
-                for p in (path, self.root / self.clip_key(rec["alert_id"]),
-                          self.root / self.snapshot_key(rec["alert_id"])):
-                    with contextlib.suppress(FileNotFoundError):
-                        p.unlink()
-                index = _read_json(self._index_path(rec["camera"])) or {}
-                if index.pop(rec["alert_id"], None) is not None:
-                    _write_atomic(self._index_path(rec["camera"]), json.dumps(index).encode())
+                data = _record_file(path)
+                written = _int(data["record"].get("written_ms")) if data is not None else 0
+                if data is not None and written >= cutoff:
+                    kept.append((written, path, data))
+                elif data is not None:
+                    self._delete(path, data["record"])
+                    deleted += 1
+            kept.sort(key=lambda k: (k[0], k[1].name))
+            for _written, path, data in kept[:max(0, len(kept) - self.cfg.max_alerts)]:
+                assert data is not None
+                self._delete(path, data["record"])
                 deleted += 1
+            self._alerts = sum(1 for _ in (self.root / "alerts").glob("*.json"))
             if self._event_lines:
                 entries = self._read_events()
-                if entries and int(entries[0].get("written_ms", 0)) < cutoff:
-                    self._trim_events(keep=lambda e, _i, _n: int(e.get("written_ms", 0)) >= cutoff)
+                if entries and _int(entries[0].get("written_ms")) < cutoff:
+                    self._trim_events(keep=lambda e, _i, _n: _int(e.get("written_ms")) >= cutoff)
         return deleted
+
+    def _delete(self, path: Path, rec: dict[str, Any]) -> None:
+        """Delete one alert: its record, clip, snapshot and index entry."""
+        alert_id, camera = str(rec.get("alert_id", path.stem)), str(rec.get("camera", ""))
+        files = [path]
+        if _NAME.match(alert_id):
+            files += [self.root / self.clip_key(alert_id), self.root / self.snapshot_key(alert_id)]
+        for p in files:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        if _NAME.match(camera):
+            index = _read_json(self._index_path(camera))
+            if isinstance(index, dict) and index.pop(alert_id, None) is not None:
+                _write_atomic(self._index_path(camera), json.dumps(index).encode())
 
     # -- reads
     def get(self, alert_id: str) -> AlertRecord | None:
-        data = _read_json(self._record_path(alert_id))
-        return AlertRecord.from_json(data["record"]) if data else None
+        if not _NAME.match(alert_id):
+            return None
+        data = _record_file(self._record_path(alert_id))
+        if data is None:
+            return None
+        try:
+            return AlertRecord.from_json(data["record"])
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("ignoring alert %s: its record is damaged (%s)", alert_id, exc)
+            return None
 
     def _blob(self, key: str) -> bytes | None:
         try:
@@ -193,10 +311,10 @@ class LocalStore:
             return None
 
     def clip(self, alert_id: str) -> bytes | None:
-        return self._blob(self.clip_key(alert_id))
+        return self._blob(self.clip_key(alert_id)) if _NAME.match(alert_id) else None
 
     def snapshot(self, alert_id: str) -> bytes | None:
-        return self._blob(self.snapshot_key(alert_id))
+        return self._blob(self.snapshot_key(alert_id)) if _NAME.match(alert_id) else None
 
     def cameras(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "index").glob("*.json"))
@@ -204,7 +322,12 @@ class LocalStore:
     def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
         out = []
         for cam in [camera] if camera is not None else self.cameras():
-            index = _read_json(self._index_path(cam)) or {}
+            if not _NAME.match(cam):
+                continue
+            index = _read_json(self._index_path(cam))
+            if not isinstance(index, dict):
+                continue
+            index = {k: v for k, v in index.items() if isinstance(v, int | float)}
             for alert_id in sorted(index, key=lambda i: (index[i], i), reverse=True)[:limit]:
                 rec = self.get(alert_id)
                 if rec is not None:
@@ -212,14 +335,26 @@ class LocalStore:
         out.sort(key=lambda r: (r.start_ts, r.alert_id), reverse=True)
         return out[:limit]
 
-    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict]]:
+    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict | None]]:
         start = int(after) if after else 0
         deadline = time.monotonic() + block_ms / 1000
         while True:
-            out = [(str(e["n"]), e["event"]) for e in self._read_events() if int(e["n"]) > start][:count]
+            out = [(str(e["n"]), self._event_of(e)) for e in self._read_events() if e["n"] > start][:count]
             if out or time.monotonic() >= deadline:
                 return out
             time.sleep(0.1)
+
+    def _event_of(self, entry: dict[str, Any]) -> dict | None:
+        try:
+            return check_event(entry.get("event"))
+        except EventError as exc:
+            if entry["n"] not in self._bad_events_logged:  # once per entry, not on every read
+                self._bad_events_logged[entry["n"]] = None
+                while len(self._bad_events_logged) > 1024:
+                    self._bad_events_logged.popitem(last=False)
+                log.warning("%s: entry %d is not a valid alert event (%s); skipped", self.events_path,
+                            entry["n"], exc)
+            return None
 
     def latest_cursor(self) -> str:
         entries = self._read_events()
@@ -233,3 +368,7 @@ class LocalStore:
 
     def close(self) -> None:
         pass
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

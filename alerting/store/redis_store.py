@@ -4,30 +4,37 @@ Layout (prefix default ``vigil:``; docs/architecture.md): ``alert:{id}`` hash (f
 encoded; event markers ``evt:{event_id}`` = 0 stored / 1 published) · ``clip:{id}`` MP4 ·
 ``snap:{id}`` JPEG · ``alerts:{camera}`` sorted set of ids by start time · ``alerts`` capped
 stream (``MAXLEN ~``) of events (field ``event``: the JSON). Every key gets the retention as
-TTL on every write. One Lua script does a whole write, so it is atomic. (The keys of one
-write are not in one hash slot: a single Redis server or a replica set, not Redis Cluster.)
+TTL on every write; a camera's index keeps its newest ``index_max`` ids. One Lua script does
+a whole write, so it is atomic. (The keys of one write are not in one hash slot: a single
+Redis server or a replica set, not Redis Cluster.) Entries that cannot be read back (a
+damaged record, a stream entry that is no event) are skipped and logged, never raised to a
+reader that lists or follows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from alerting.config import RedisStoreConfig
-from alerting.events import AlertRecord
+from alerting.events import AlertRecord, EventError, check_event
 from alerting.store.base import AlertWrite, PutResult, StoreError, StoreUnavailableError
 from common.redact import redact_url
 
 __all__ = ["RedisStore"]
+
+log = logging.getLogger(__name__)
 
 _PUT_SCRIPT = """
 local ttl = tonumber(ARGV[1])
 local cur = redis.call('HGET', KEYS[1], 'version')
 local stored = 0
 if (not cur) or tonumber(cur) <= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 11))
   if ARGV[8] ~= '' then redis.call('SET', KEYS[2], ARGV[8], 'EX', ttl) end
   if ARGV[9] ~= '' then redis.call('SET', KEYS[3], ARGV[9], 'EX', ttl) end
   stored = 1
@@ -36,6 +43,7 @@ redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[3], ttl)
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -(tonumber(ARGV[10]) + 1))
 redis.call('EXPIRE', KEYS[4], ttl)
 local publish = 0
 if ARGV[6] ~= '' then
@@ -94,6 +102,7 @@ class RedisStore:
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                         redis.exceptions.BusyLoadingError)
         self._redis_error = redis.exceptions.RedisError
+        self._bad_logged: OrderedDict[str, None] = OrderedDict()  # damaged entries already logged
 
     # -- keys
     def key(self, name: str) -> str:
@@ -132,7 +141,7 @@ class RedisStore:
         args: list[Any] = [self.cfg.retention_s, rec.version, rec.start_ts, rec.alert_id,
                            self.cfg.stream_maxlen, _event_json(write.event) if has_event else "",
                            f"evt:{write.event_id}" if has_event else "",
-                           write.clip or b"", write.snapshot or b""]
+                           write.clip or b"", write.snapshot or b"", self.cfg.index_max]
         for k, v in fields.items():
             args += [k, v]
         keys = [self.alert_key(rec.alert_id), self.clip_key(rec.alert_id), self.snapshot_key(rec.alert_id),
@@ -151,7 +160,28 @@ class RedisStore:
     def get(self, alert_id: str) -> AlertRecord | None:
         with self._call(f"read of alert {alert_id}"):
             raw = self.client.hgetall(self.alert_key(alert_id))
-        return AlertRecord.from_fields(raw) if raw else None
+        if not raw:
+            return None
+        record = self._record(alert_id, raw)
+        if record is None:
+            raise StoreError(f"alert {alert_id} in Redis at {self.where} is damaged (see the log)")
+        return record
+
+    def _record(self, alert_id: str, raw: dict) -> AlertRecord | None:
+        try:
+            return AlertRecord.from_fields(raw)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            self._log_bad(f"alert:{alert_id}", f"alert {alert_id}: damaged record skipped ({exc})")
+            return None
+
+    def _log_bad(self, key: str, message: str) -> None:
+        """Log a damaged entry once (not on every read that meets it)."""
+        if key in self._bad_logged:
+            return
+        self._bad_logged[key] = None
+        while len(self._bad_logged) > 1024:
+            self._bad_logged.popitem(last=False)
+        log.warning("Redis at %s: %s", self.where, message)
 
     def clip(self, alert_id: str) -> bytes | None:
         with self._call(f"read of clip {alert_id}"):
@@ -183,25 +213,32 @@ class RedisStore:
                     pipe.hgetall(self.alert_key(alert_id))
                 gone = []
                 for alert_id, raw in zip(ids, pipe.execute(), strict=True):
-                    if raw:
-                        out.append(AlertRecord.from_fields(raw))
-                    else:
+                    if not raw:
                         gone.append(alert_id)  # expired record: drop it from the index
+                    elif (rec := self._record(alert_id, raw)) is not None:
+                        out.append(rec)
                 if gone:
                     self.client.zrem(self.index_key(cam), *gone)
         out.sort(key=lambda r: (r.start_ts, r.alert_id), reverse=True)
         return out[:limit]
 
-    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict]]:
+    def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict | None]]:
         # a blocking read must return before the socket times out
         block_ms = min(block_ms, int(self.cfg.socket_timeout_s * 1000) - 250)
         with self._call("event stream read"):
             reply = self.client.xread({self.stream_key: after or "0-0"}, count=count,
                                       block=block_ms if block_ms > 0 else None)
-        out = []
+        out: list[tuple[str, dict | None]] = []
         for _stream, entries in reply or []:
             for entry_id, data in entries:
-                out.append((entry_id.decode(), json.loads(data[b"event"])))
+                cursor = entry_id.decode()
+                try:
+                    event = check_event(json.loads(data[b"event"]))
+                except (KeyError, ValueError, RecursionError, EventError) as exc:
+                    self._log_bad(cursor, f"stream entry {cursor} is not an alert event ({str(exc)[:200]}); "
+                                          "skipped")
+                    event = None
+                out.append((cursor, event))
         return out
 
     def latest_cursor(self) -> str:

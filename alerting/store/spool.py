@@ -4,6 +4,11 @@ A spool file (``NNNNNNNNNNNN.spool``, numbered in write order) is a magic line, 
 big-endian length, that many bytes of JSON (the operation, with the sizes of its blobs), then
 the blobs themselves. Files are written to ``.tmp`` and renamed, so a crash never leaves a
 half-written entry (leftover ``.tmp`` files are removed on open: they were never acknowledged).
+
+A write that fails (disk full, unwritable) raises :class:`~alerting.store.base.StoreWriteError`
+naming the file; nothing spooled before is touched and the counts stay as they were. A spool
+file that cannot be read back (damaged) raises :class:`CorruptSpoolEntry`; :meth:`Spool.quarantine`
+moves it aside (``*.bad``) so that one damaged file cannot hold up the rest.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from alerting.store.base import SpoolFullError, StoreError
+from alerting.store.base import SpoolFullError, StoreError, StoreWriteError
 
-__all__ = ["Spool"]
+__all__ = ["CorruptSpoolEntry", "Spool"]
+
+
+class CorruptSpoolEntry(StoreError):  # noqa: N818 - an entry, not an event
+    """A spool file that is not a complete spool entry."""
 
 _SPOOL_MAGIC = b"VIGILSPOOL1\n"
 _LEN = struct.Struct(">I")
@@ -54,11 +63,16 @@ class Spool:
                             f"limits {self.max_entries} / {self.max_bytes})")
         path = self.dir / f"{self._next:012d}.spool"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise StoreWriteError(tmp, exc) from exc
         _fsync_dir(self.dir)
         self._next += 1
         self.count += 1
@@ -67,27 +81,52 @@ class Spool:
 
     @staticmethod
     def read(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-        """The operation and blobs of one spool file."""
+        """The operation and blobs of one spool file (:class:`CorruptSpoolEntry` if it is not a
+        complete entry)."""
         data = path.read_bytes()
         if not data.startswith(_SPOOL_MAGIC):
-            raise StoreError(f"{path} is not a spool file")
-        pos = len(_SPOOL_MAGIC)
-        (n,) = _LEN.unpack_from(data, pos)
-        pos += _LEN.size
-        op = json.loads(data[pos:pos + n])
-        pos += n
-        blobs = {}
-        for name, size in op.pop("blobs").items():
-            blobs[name] = data[pos:pos + size]
-            pos += size
+            raise CorruptSpoolEntry(f"{path} is not a spool file")
+        try:
+            pos = len(_SPOOL_MAGIC)
+            (n,) = _LEN.unpack_from(data, pos)
+            pos += _LEN.size
+            if pos + n > len(data):
+                raise ValueError(f"header of {n} bytes, file of {len(data)}")
+            op = json.loads(data[pos:pos + n])
+            pos += n
+            blobs = {}
+            for name, size in op.pop("blobs").items():
+                if not isinstance(size, int) or size < 0 or pos + size > len(data):
+                    raise ValueError(f"blob {name!r} of {size!r} bytes does not fit")
+                blobs[name] = data[pos:pos + size]
+                pos += size
+        except (struct.error, ValueError, RecursionError, TypeError, KeyError, AttributeError) as exc:
+            raise CorruptSpoolEntry(f"{path} is damaged: {exc}") from None
+        if not isinstance(op.get("op"), str):
+            raise CorruptSpoolEntry(f"{path} is damaged: no operation")
         return op, blobs
 
     def remove(self, path: Path) -> None:
-        """Forget one applied write."""
-        size = path.stat().st_size
-        path.unlink()
+        """Forget one applied write (:class:`StoreWriteError` if its file cannot be removed)."""
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except OSError as exc:
+            raise StoreWriteError(path, exc) from exc
         self.count -= 1
         self.bytes -= size
+
+    def quarantine(self, path: Path) -> Path:
+        """Move a damaged spool file aside (``*.bad``, kept for inspection, not replayed)."""
+        size = path.stat().st_size
+        bad = path.with_suffix(".bad")
+        try:
+            os.replace(path, bad)
+        except OSError as exc:
+            raise StoreWriteError(path, exc) from exc
+        self.count -= 1
+        self.bytes -= size
+        return bad
 
 
 def _fsync_dir(path: Path) -> None:

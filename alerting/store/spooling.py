@@ -5,7 +5,9 @@ Writes that Redis cannot take are appended to a bounded on-disk :class:`~alertin
 anything is spooled, new writes queue behind it. Replays are idempotent, so a write applied
 twice (Redis answered but the reply was lost) changes nothing. A full spool raises
 :class:`~alerting.store.base.SpoolFullError`: the caller must hold on (not commit its input)
-until it drains. Reads are not spooled: they go to Redis.
+until it drains. A spool that cannot be written (its disk full or unwritable) raises
+:class:`~alerting.store.base.StoreWriteError` naming the file. Reads are not spooled: they go
+to Redis.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from alerting.events import AlertRecord
 from alerting.store.base import AlertWrite, PutResult, StoreUnavailableError
 from alerting.store.redis_store import RedisStore
-from alerting.store.spool import Spool
+from alerting.store.spool import CorruptSpoolEntry, Spool
 from common.retry import Backoff
 
 __all__ = ["SpoolingStore"]
@@ -148,7 +150,12 @@ class SpoolingStore:
         (0 with an empty spool)."""
         applied = 0
         for path in self.spool.files():
-            op, blobs = Spool.read(path)
+            try:
+                op, blobs = Spool.read(path)
+            except CorruptSpoolEntry as exc:  # one damaged file must not hold up the rest
+                bad = self.spool.quarantine(path)
+                log.error("alert spool: %s; moved aside to %s, not replayed", exc, bad.name)
+                continue
             try:
                 if op["op"] == "put":
                     self.inner.put(AlertWrite(AlertRecord.from_json(op["record"]), op["event"],

@@ -256,8 +256,8 @@ def test_bad_records_duplicates_and_missing_frames(images, tmp_path) -> None:
         h.producer.send(SCORES_TOPIC, *score.to_record())
     h.drain()
     m = h.metrics
-    assert m.rejected.labels(FRAMES_TOPIC)._value.get() == 1
-    assert m.rejected.labels(SCORES_TOPIC)._value.get() == 1
+    assert m.rejected.labels(FRAMES_TOPIC, "bad_message")._value.get() == 1
+    assert m.rejected.labels(SCORES_TOPIC, "bad_message")._value.get() == 1
     assert m.duplicates._value.get() == len(pairs)
     assert m.missing_frames._value.get() == 9
     events = h.events()
