@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+import threading
+import traceback
 
 MASK = "***"
 
@@ -150,3 +153,29 @@ def install_redaction(logger: logging.Logger | None = None) -> None:
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+def _print_redacted(exc_type: type[BaseException], exc: BaseException | None, tb: object,
+                    where: str = "") -> None:
+    text = "".join(traceback.format_exception(exc_type, exc, tb))  # type: ignore[arg-type]
+    sys.stderr.write(redact_url(f"{where}{text}"))
+
+
+def _thread_hook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _print_redacted(args.exc_type, args.exc_value, args.exc_traceback, f"Exception in thread {name}:\n")
+
+
+def install_excepthooks() -> None:
+    """Print uncaught exceptions -- of the main thread and of every other thread -- redacted
+    (:func:`redact_url`): a traceback that never went through logging shows no secret either.
+
+    >>> install_excepthooks(); sys.excepthook is _print_redacted
+    True
+    >>> sys.excepthook, threading.excepthook = sys.__excepthook__, threading.__excepthook__
+    """
+    sys.excepthook = _print_redacted
+    threading.excepthook = _thread_hook
+

@@ -161,3 +161,27 @@ def test_filter_redacts_messages_arguments_and_tracebacks(captured) -> None:
     assert "rtsp://***@cam/live" in out
     assert "ConnectionError" in out and "Traceback" in out
     assert "bad call" in out
+
+
+def test_uncaught_exceptions_print_redacted_in_every_thread() -> None:
+    """A traceback that never went through logging (an uncaught exception, in the main
+    thread or any other) shows no password either."""
+    import subprocess
+    import sys
+
+    secret = "p%40ss:w/rd#?x y"
+    code = (
+        "import threading\n"
+        "from common.redact import install_excepthooks\n"
+        "install_excepthooks()\n"
+        f"url = 'rtsp://admin:{secret}@10.0.0.5/cam'\n"
+        "def boom():\n"
+        "    raise RuntimeError(f'cannot open {url}')\n"
+        "t = threading.Thread(target=boom, name='camera-gate'); t.start(); t.join()\n"
+        "boom()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "Exception in thread camera-gate" in proc.stderr
+    assert proc.stderr.count("RuntimeError: cannot open rtsp://***@10.0.0.5/cam") == 2
+    assert "p%40ss" not in proc.stderr and "w/rd" not in proc.stderr and "admin" not in proc.stderr
