@@ -57,6 +57,10 @@ class TrainSettings(Strict):
     false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
     threads: int | None = Field(default=None, ge=1)
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
+    # Cross-fitting: the threshold from every fold of the footage (1 / holdout_fraction
+    # folds), each scored by a model that did not train on it; one extra training per fold.
+    cross_fit: bool = False
+    cross_fit_epochs: int | None = Field(default=None, ge=1)  # the fold models' (None: ``epochs``)
     frame_stride: int = Field(default=1, ge=1)
     max_frames_per_video: int | None = Field(default=None, ge=1)
     motion: MotionTraining = Field(default_factory=MotionTraining)

@@ -38,6 +38,8 @@ from detector.motion import MOTION_CHANNELS
 from detector.sanflow import SANFlowHead, grid_masks
 from training.augment import AugmentSettings, SyntheticAnomalies
 from training.batches import FeatureBatches, MotionBatches, SANFlowBatches, fiber_batches
+from training.crossfit import CrossFit, cross_fit, with_order
+from training.data import SceneFootage
 from training.motion import fit_motion_calibration, motion_sequence
 from training.schedule import Schedule
 from training.settings import TrainSettings
@@ -52,6 +54,7 @@ class TrainResult:
     holdout_nll: list[torch.Tensor]  # per-layer NLL maps of the held-out frames
     seconds: float
     motion_history: list[dict] = field(default_factory=list)  # the motion head's, if any
+    cross_fit: CrossFit | None = None  # what cross-fitting changed (train_footage)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -353,12 +356,15 @@ def train_scene(
     progress: bool = True,
     train_runs: Sequence[int] | None = None,
     holdout_runs: Sequence[int] | None = None,
+    fold_models: Sequence[SceneModel] = (),
 ) -> TrainResult:
     """Train a scene model on normal frames and calibrate it on held-out normal frames.
 
     With ``settings.motion.enabled``, the model also gets a motion channel
     (:func:`train_motion`); ``train_runs`` / ``holdout_runs`` then say where the runs of
-    consecutive frames begin and end (None: the frames are one run).
+    consecutive frames begin and end (None: the frames are one run). ``fold_models``
+    (see :func:`train_footage`) cross-fit the appearance threshold before the motion
+    channel is calibrated in its units.
     """
     if not train_frames:
         raise ValueError("no training frames")
@@ -392,9 +398,59 @@ def train_scene(
         holdout_nll, settings.input_size, model.settings, settings.position_norm,
         settings.false_alarm_rate,
     )
+    crossed = cross_fit(model, fold_models) if fold_models else None
     motion_history = (train_motion(model, train_frames, holdout_frames, holdout_nll, settings, train_runs,
                                    holdout_runs, progress) if settings.motion.enabled else [])
-    return TrainResult(model, history, holdout_nll, time.perf_counter() - start, motion_history)
+    return TrainResult(model, history, holdout_nll, time.perf_counter() - start, motion_history, crossed)
+
+
+def train_footage(
+    encoder: Encoder,
+    footage: SceneFootage,
+    settings: TrainSettings,
+    progress: bool = True,
+    on_fold: Callable[[int, int], None] | None = None,
+) -> tuple[TrainResult, dict]:
+    """Train a scene model on fold 0 of ``footage``; with ``settings.cross_fit``, with a
+    cross-fitted threshold.
+
+    Cross-fitting: for each other fold (``footage.folds(settings.holdout_fraction)`` in
+    all) an appearance model of the same settings and seed trains without that fold's
+    footage and scores it (:mod:`training.crossfit`); the deployed model, trained exactly as
+    without cross-fitting, gets its threshold from all folds' scores. It costs one extra
+    training per extra fold (of ``settings.cross_fit_epochs`` epochs).
+
+    Args:
+        encoder: the frozen encoder.
+        footage: the scene's normal videos (:func:`training.data.read_footage`).
+        settings: training settings (the fold models never get a motion channel).
+        progress: progress bars.
+        on_fold: called with (fold, folds) before each fold model trains.
+
+    Returns:
+        The deployed model's result (``result.cross_fit`` says what moved) and the
+        footage summary for the checkpoint's meta.
+    """
+    folds: list[TrainResult] = []
+    if settings.cross_fit:
+        k = footage.folds(settings.holdout_fraction)
+        appearance = settings.with_changes(motion=settings.motion.model_copy(update={"enabled": False}),
+                                           epochs=settings.cross_fit_epochs or settings.epochs)
+        for fold in range(1, k):
+            if on_fold is not None:
+                on_fold(fold, k)
+            part = footage.split(settings.holdout_fraction, fold)
+            folds.append(train_scene(encoder, part.train, part.holdout, appearance, progress,
+                                     part.train_runs, part.holdout_runs))
+    data = footage.split(settings.holdout_fraction, 0)
+    result = train_scene(encoder, data.train, data.holdout, settings, progress, data.train_runs,
+                         data.holdout_runs, fold_models=[f.model for f in folds])
+    summary = dict(data.summary)
+    if result.cross_fit is not None:
+        result.cross_fit = with_order(result.cross_fit, [r.model.raw_scores(r.model.raw_maps(r.holdout_nll))
+                                                         for r in (result, *folds)])
+        summary["cross_fit"] = result.cross_fit.summary()
+    return result, summary
 
 
 def settings_summary(settings: TrainSettings) -> dict:

@@ -15,12 +15,12 @@ from detector.encoders import Encoder
 from detector.model import SceneModel
 from scenes.registry import SceneRegistry
 from streamer.video import SourceError
-from training.data import load_scene_frames, stc_training_videos
+from training.data import read_footage, stc_training_videos
 from training.evaluate import SceneEvaluation
 from training.report import write_report
 from training.stc_eval import peak_rss_mb, score_stc
 from training.testset import discover_scenes, stc_test_clips
-from training.train import settings_summary, train_scene
+from training.train import settings_summary, train_footage
 from vigil.config import VigilConfig
 from vigil.runner import Pipeline
 
@@ -39,13 +39,11 @@ def scene_models(cfg: VigilConfig, encoder: Encoder, root: Path, scenes: list[st
         stc_test_clips(root, scene)  # a missing scene fails here, before any training
         if train:
             settings = cfg.training.with_changes(model=model_kind or cfg.training.model)
-            data = load_scene_frames(stc_training_videos(root, scene), settings.input_size,
-                                     settings.holdout_fraction, settings.frame_stride,
-                                     settings.max_frames_per_video)
-            result = train_scene(encoder, data.train, data.holdout, settings,
-                         train_runs=data.train_runs, holdout_runs=data.holdout_runs)
-            save_scene(registry, scene, result.model, {"training": {**data.summary,
-                                                              "settings": settings_summary(settings)}})
+            footage = read_footage(stc_training_videos(root, scene), settings.input_size,
+                                   settings.frame_stride, settings.max_frames_per_video)
+            result, summary = train_footage(encoder, footage, settings)
+            save_scene(registry, scene, result.model, {"training": {**summary,
+                                                                    "settings": settings_summary(settings)}})
         model, _ = load_scene(registry, scene)
         if model_kind and model.kind != model_kind:
             raise SourceError(f"scene {scene}: checkpoint in {checkpoints} is {model.kind}, not {model_kind}")

@@ -1,0 +1,74 @@
+"""bench/calibration.py: false alarms at the threshold per scene, fold-0 vs cross-fitted,
+on a tiny STC-layout set with a normal-only clip, from a checkpoint `vigil train --cross-fit`
+wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import load_bench_script
+from tests.stc_fixture import make_tiny_stc
+from vigil.cli import main
+
+CONFIG = """\
+training:
+  input_size: 64
+  epochs: 1
+  image_batch: 8
+  fiber_batch: 1024
+  coupling_blocks: 2
+  cond_dim: 16
+  feature_cache_mb: 64
+"""
+
+
+def test_reports_both_calibrations_per_scene_and_pooled(tmp_path: Path) -> None:
+    root = make_tiny_stc(tmp_path / "stc")
+    # A normal-only clip (number >= 9000): a test clip's first, event-free frames.
+    normal = root / "testing" / "frames" / "01_9001"
+    normal.mkdir()
+    for i in range(6):
+        shutil.copy(root / "testing" / "frames" / "01_0001" / f"{i:03d}.jpg", normal / f"{i:03d}.jpg")
+    np.save(root / "testing" / "test_frame_mask" / "01_9001.npy", np.zeros(6, np.uint8))
+    np.save(root / "testing" / "test_pixel_mask" / "01_9001.npy", np.zeros((6, 96, 128), np.uint8))
+    config, registry = tmp_path / "c.yaml", tmp_path / "models"
+    config.write_text(CONFIG)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["--config", str(config), "train", "--scene", "01", "--stc-root", str(root),
+                     "--cross-fit", "--registry", str(registry), "-q"]) == 0
+    bench = load_bench_script("calibration")
+    out = tmp_path / "report.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert bench.main(["--root", str(root), "--registry", str(registry), "--config", str(config),
+                           "--scenes", "01", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"01/fold0", "01/crossfit", "pooled/fold0", "pooled/crossfit"}
+    meta = json.loads((registry / "01" / "meta.json").read_text())
+    crossed = meta["training"]["cross_fit"]
+    assert report["01/crossfit"]["threshold"] == meta["calibration"]["threshold"]
+    assert meta["calibration"]["threshold"] == crossed["threshold_after"]
+    assert report["01/fold0"]["threshold"] == crossed["threshold_before"]
+    # Two training videos of 36 frames: 4 folds of 9-frame segments, every frame held out once.
+    assert report["01/crossfit"]["calibration_frames"] == 72
+    assert report["01/fold0"]["calibration_frames"] == 18
+    for name in ("fold0", "crossfit"):
+        row = report[f"01/{name}"]
+        assert row["normal_clip_frames"] == 6
+        assert 0.0 <= row["fa_normal_clips"] <= row["fa_normal_clips_upper95"] <= 1.0
+        assert 0.0 <= row["frame_auroc"] <= 1.0
+    # Cross-fitting moves the threshold, never the ranking within a scene.
+    assert report["01/fold0"]["frame_auroc"] == report["01/crossfit"]["frame_auroc"]
+    # A learning period on the normal-only clip: a third calibration, pooled with the 72
+    # frames; that clip and anomaly clip 1 (the same footage) leave every variant's figures.
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert bench.main(["--root", str(root), "--registry", str(registry), "--config", str(config),
+                           "--scenes", "01", "--learn-clips", "1", "--out", str(out)]) == 0
+    learned = json.loads(out.read_text())
+    assert learned["01/onsite"]["calibration_frames"] == 72 + 6
+    assert all(learned[f"01/{name}"]["normal_clip_frames"] == 0 for name in ("fold0", "crossfit", "onsite"))

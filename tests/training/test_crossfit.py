@@ -1,0 +1,105 @@
+"""Cross-fitting: disjoint held-out folds that cover the footage, and the pooled threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector.calibration import Calibration
+from detector.encoders import Encoder
+from detector.model import SceneModel
+from tests.conftest import CLIP, resize, tiny_settings
+from training.crossfit import cross_fit
+from training.data import SceneFootage, load_scene_frames, read_footage
+from training.train import train_footage, train_scene
+
+
+def _footage(videos: int, frames: int) -> SceneFootage:
+    """Videos whose frames carry (video, index) in their first two pixels, to trace them."""
+    vids = [[np.array([[[v, i, 0]]], np.uint8) for i in range(frames)] for v in range(videos)]
+    return SceneFootage([Path(f"v{v}.avi") for v in range(videos)], vids)
+
+
+def _ids(frames: list[np.ndarray]) -> set[tuple[int, int]]:
+    return {(int(f[0, 0, 0]), int(f[0, 0, 1])) for f in frames}
+
+
+@pytest.mark.parametrize(("videos", "fraction"), [(8, 0.25), (5, 0.25), (1, 0.25), (2, 0.3), (3, 0.5)])
+def test_folds_hold_out_disjoint_parts_that_cover_the_footage(videos: int, fraction: float) -> None:
+    foot = _footage(videos, 12)
+    every = _ids([f for v in foot.videos for f in v])
+    held: list[set[tuple[int, int]]] = []
+    for fold in range(foot.folds(fraction)):
+        split = foot.split(fraction, fold)
+        train, out = _ids(split.train), _ids(split.holdout)
+        assert not train & out and train | out == every  # each fold: every frame once
+        assert sum(split.train_runs) == len(split.train) and sum(split.holdout_runs) == len(split.holdout)
+        held.append(out)
+    assert set().union(*held) == every  # together the folds hold out all of it ...
+    assert sum(len(h) for h in held) == len(every)  # ... each frame in exactly one fold
+
+
+def test_fold_zero_is_the_default_split() -> None:
+    default = load_scene_frames([CLIP], 32, holdout_fraction=0.25, max_frames_per_video=12)
+    fold0 = read_footage([CLIP], 32, max_frames_per_video=12).split(0.25, 0)
+    assert default.summary == fold0.summary
+    assert all((a == b).all() for a, b in zip(default.holdout, fold0.holdout, strict=True))
+
+
+def test_a_fold_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="fold must be in 0..3"):
+        _footage(8, 4).split(0.25, 4)
+
+
+def _calibrated(scores: np.ndarray) -> SceneModel:
+    model = SceneModel.__new__(SceneModel)
+    model.motion = None
+    model.calibration = Calibration.fit(scores, 0.001)
+    return model
+
+
+def test_cross_fit_pools_every_folds_scores() -> None:
+    rng = np.random.default_rng(0)
+    model = _calibrated(rng.normal(size=100))
+    folds = [_calibrated(rng.normal(size=100) + shift) for shift in (0.5, 1.0, 1.5)]
+    result = cross_fit(model, folds)
+    assert result.folds == 4 and result.frames == 400 and len(model.calibration.normal_scores) == 400
+    expected = Calibration.fit(np.concatenate([result.before.normal_scores,
+                                               *[f.calibration.normal_scores for f in folds]]), 0.001)
+    assert model.calibration == expected  # the same fit as on all the scores at once
+    assert model.calibration.threshold > result.before.threshold  # the other folds run higher here
+    assert result.summary()["threshold_before"] == result.before.threshold
+
+
+def test_cross_fit_refuses_an_uncalibrated_fold() -> None:
+    model = _calibrated(np.arange(10.0))
+    bare = SceneModel.__new__(SceneModel)
+    bare.calibration = None
+    with pytest.raises(ValueError, match="fold model 1 is not calibrated"):
+        cross_fit(model, [bare])
+
+
+def test_train_footage_cross_fitted_trains_one_model_per_fold_and_pools_them(
+        encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
+    small = resize(clip_frames[:24], 32)
+    footage = SceneFootage([Path(f"v{i}.avi") for i in range(4)],
+                           [small[i * 6:(i + 1) * 6] for i in range(4)])
+    settings = tiny_settings(input_size=32, fiber_batch=256, cond_dim=8, blur_sigma=0.0,
+                             holdout_fraction=0.25, cross_fit=True)
+    seen: list[tuple[int, int]] = []
+    result, summary = train_footage(encoder, footage, settings, progress=False,
+                                    on_fold=lambda f, k: seen.append((f, k)))
+    assert seen == [(1, 4), (2, 4), (3, 4)]
+    assert result.cross_fit is not None and result.cross_fit.folds == 4
+    assert len(result.model.calibration.normal_scores) == 24  # every frame, each held out once
+    # The deployed model is exactly the fold-0 model: same head, same map statistics.
+    plain = footage.split(0.25, 0)
+    alone = train_scene(encoder, plain.train, plain.holdout, settings, progress=False)
+    assert alone.history == result.history
+    assert alone.model.stats.layer_mean == result.model.stats.layer_mean
+    assert alone.model.calibration == result.cross_fit.before
+    assert summary["cross_fit"]["folds"] == 4 and summary["holdout"] == plain.summary["holdout"]
+    without, _ = train_footage(encoder, footage, settings.with_changes(cross_fit=False), progress=False)
+    assert without.cross_fit is None and without.model.calibration == alone.model.calibration

@@ -1,0 +1,106 @@
+"""Cross-fitted calibration: every normal training frame helps set the threshold.
+
+A scene's threshold is a 1-in-1000 tail of its normal frame scores. The default split
+holds out a quarter of the footage (one video in four) to measure it, so the tail rests on
+80-110 frames of a few situations, and later footage, with people in places the held-out
+seconds did not show, exceeds it far more often than promised. Cross-fitting uses all of
+the footage without scoring any frame with a model that trained on it: the footage is cut
+into K disjoint held-out parts (``SceneFootage.split(fraction, fold)``, K = 1/fraction);
+fold 0 is the deployed model's own held-out part, and for each other fold a model of the
+same settings and seed trains on the rest and scores that part. Every model's scores are
+in its own units -- the map is standardised by the model's own held-out NLL statistics, so
+a score reads "how unlike normal footage, in this model's normal spread" -- and the
+deployed model's threshold is fitted on the pooled scores of all K parts.
+
+Only the threshold moves: the deployed model, its map statistics and its ranking of
+frames stay exactly as trained, so AUROC within a scene is unchanged; the pooled score
+across scenes and the false-alarm rate at the threshold are what it is for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from detector.calibration import Calibration
+from detector.model import SceneModel
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    """What cross-fitting changed: parts pooled, frames, and the threshold before/after."""
+
+    folds: int
+    frames: int
+    before: Calibration
+    after: Calibration
+    ordered: tuple[float, ...] = ()  # the pooled scores fold after fold, each in footage order
+
+    def ordered_scores(self) -> np.ndarray:
+        """The pooled scores in footage order within each fold (for a block bootstrap),
+        or, when they were not kept, the sorted ones."""
+        return np.asarray(self.ordered or self.after.normal_scores)
+
+    def summary(self) -> dict:
+        """For the checkpoint's meta and the CLI's report."""
+        return {"folds": self.folds, "normal_frames": self.frames,
+                "threshold_before": self.before.threshold, "threshold_after": self.after.threshold,
+                "method": self.after.method, "fold0_calibration": self.before.to_dict()}
+
+
+def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel]) -> CrossFit:
+    """Re-fit ``model``'s appearance calibration (in place) on the pooled held-out scores
+    of itself and of its fold models.
+
+    Args:
+        model: the deployed scene model, calibrated on its own held-out part (fold 0).
+        fold_models: one calibrated model per other fold, each trained without its fold's
+            footage and calibrated on it (their ``calibration.normal_scores``).
+
+    Returns:
+        What changed.
+
+    Cross-fitting covers the appearance score (what a scene without a motion channel, or
+    a camera's first frame, gets). A motion channel that joins the maps by ``max`` reads
+    the appearance map in units of this calibration, so its joint calibration would have
+    to be re-measured: such a model is refused (:class:`ValueError`), not half re-fitted.
+
+    >>> import numpy as np
+    >>> from detector.model import SceneModel
+    >>> def fitted(scores):
+    ...     m = SceneModel.__new__(SceneModel)
+    ...     m.calibration = Calibration.fit(np.asarray(scores), 0.01)
+    ...     return m
+    >>> m = fitted(np.linspace(0, 1, 100))
+    >>> result = cross_fit(m, [fitted(np.linspace(0, 2, 100))])
+    >>> (result.folds, result.frames, len(m.calibration.normal_scores))
+    (2, 200, 200)
+    >>> bool(m.calibration.threshold > result.before.threshold)
+    True
+    """
+    before = model.calibration
+    if model.motion is not None and model.motion.combine == "max":
+        raise ValueError("cross-fitting a scene with a motion channel (combine: max) is not supported: "
+                         "its joint calibration reads the appearance calibration")
+    if before is None:
+        raise ValueError("the scene model is not calibrated (not trained?)")
+    parts = [np.asarray(before.normal_scores)]
+    for i, fold in enumerate(fold_models, start=1):
+        if fold.calibration is None:
+            raise ValueError(f"fold model {i} is not calibrated")
+        parts.append(np.asarray(fold.calibration.normal_scores))
+    pooled = np.concatenate(parts)
+    model.calibration = Calibration.fit(pooled, before.false_alarm_rate)
+    return CrossFit(len(parts), int(pooled.size), before, model.calibration)
+
+
+def with_order(result: CrossFit, ordered: Sequence[np.ndarray]) -> CrossFit:
+    """``result`` with each fold's scores in footage order (fold 0 first), for
+    :func:`detector.calibration.threshold_interval`."""
+    pooled = np.concatenate([np.asarray(o, dtype=np.float64) for o in ordered])
+    if pooled.size != result.frames:
+        raise ValueError(f"{pooled.size} ordered scores for {result.frames} pooled ones")
+    return replace(result, ordered=tuple(float(v) for v in pooled))
+
