@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,18 @@ class Trained:
     train: Run
     score: Run
     out: Path
+    train_log: list[logging.LogRecord]
+
+
+class Records(logging.Handler):
+    """Keeps the records it is given (a module fixture cannot use ``caplog``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +75,16 @@ def trained_cli(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     config = root / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     registry, out = root / "registry", root / "out"
-    train = vigil("--config", config, "train", "--scene", "t", "--videos", CLIP, "--epochs", "1",
-                  "--registry", registry, "-q")
+    logger, handler = logging.getLogger("vigil"), Records()
+    logger.addHandler(handler)
+    try:
+        train = vigil("--config", config, "train", "--scene", "t", "--videos", CLIP, "--epochs", "1",
+                      "--registry", registry, "-q")
+    finally:
+        logger.removeHandler(handler)
     score = vigil("--config", config, "score", "--scene", "t", CLIP, "-o", out,
                   "--registry", registry, "-q")
-    return Trained(config, registry, train, score, out)
+    return Trained(config, registry, train, score, out, handler.records)
 
 
 def test_train_writes_a_checkpoint(trained_cli: Trained) -> None:
@@ -82,6 +100,36 @@ def test_train_writes_a_checkpoint(trained_cli: Trained) -> None:
     assert training["settings"]["epochs"] == 1
     assert len(training["history"]) == 1
     assert (training["train_frames"], training["holdout_frames"]) == (24, 8)
+
+
+def test_train_cross_fit_calibrates_on_every_frame(trained_cli: Trained, tmp_path: Path) -> None:
+    """``--cross-fit``: the threshold rests on all 32 frames (4 folds of 8, each scored by a
+    model that did not train on them); the deployed model is the one plain training gives."""
+    registry = tmp_path / "registry"
+    run = vigil("--config", trained_cli.config, "train", "--scene", "t", "--videos", CLIP, "--epochs", "1",
+                "--cross-fit", "--registry", registry, "-q")
+    assert run.code == 0, run.err
+    report = json.loads(run.out.strip().splitlines()[-1])
+    assert report["cross_fit_folds"] == 4 and report["holdout_frames"] == 32
+    lo, hi = report["threshold_interval_90"]
+    assert lo < hi
+    meta = json.loads((registry / "t" / "meta.json").read_text())
+    crossed = meta["training"]["cross_fit"]
+    assert crossed["folds"] == 4 and crossed["normal_frames"] == 32
+    plain = json.loads((trained_cli.registry / "t" / "meta.json").read_text())
+    assert crossed["threshold_before"] == plain["calibration"]["threshold"]
+    assert meta["calibration"]["threshold"] == crossed["threshold_after"]
+
+
+def test_train_warns_that_a_threshold_rests_on_few_held_out_frames(trained_cli: Trained) -> None:
+    """8 held-out frames cannot show a 1-in-1000 tail: the 0.1 % threshold is extrapolated."""
+    warnings = [r.getMessage() for r in trained_cli.train_log
+                if r.levelno == logging.WARNING and "held-out frames" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("scene t: the 0.1 % threshold rests on 8 held-out frames (fewer than 1000 "
+                                  "it takes to see one such frame); it is extrapolated (gumbel fit), 90 % "
+                                  "interval ")
+    assert warnings[0].endswith(": give it more normal footage with `vigil calibrate`")
 
 
 def test_score_writes_csv_video_and_timeline(trained_cli: Trained) -> None:
