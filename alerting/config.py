@@ -10,11 +10,12 @@ exactly as the live stream did.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from common.config import Strict
+from common.redact import redact_url
 
 __all__ = [
     "AlertingConfig",
@@ -116,10 +117,16 @@ class RedisStoreConfig(Strict):
 
     While Redis cannot be reached, writes go to an on-disk spool (bounded by
     ``spool_max_bytes``/``spool_max_entries``) and are replayed in order when it returns.
+    The password goes in ``password`` (a secret) or in the URL (``redis://:pw@host``);
+    ``repr``/``str`` show the URL redacted and validation errors never echo the input.
     """
 
+    # merged with Strict's (extra="forbid")
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     kind: Literal["redis"] = "redis"
-    url: str = Field(default="redis://localhost:6379/0", description="redis:// or rediss:// (TLS)")
+    url: str = Field(default="redis://localhost:6379/0",
+                     description="redis:// or rediss:// (TLS), or unix:// (a socket)")
     username: str | None = Field(default=None, description="ACL user")
     password: SecretStr | None = None
     tls: bool = Field(default=False, description="TLS even for a redis:// URL")
@@ -137,12 +144,28 @@ class RedisStoreConfig(Strict):
     spool_max_bytes: int = Field(default=512 * 2**20, ge=1, description="bytes the spool holds at most")
     spool_max_entries: int = Field(default=10_000, ge=1, description="writes the spool holds at most")
 
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if not v.lower().startswith(("redis://", "rediss://", "unix://")):
+            # redact_url needs a scheme to find the userinfo: without one, hide what precedes an '@'
+            shown = redact_url(v) if "://" in v else ("***@" + v.rsplit("@", 1)[1] if "@" in v else v)
+            raise ValueError(f"url must start with redis://, rediss:// or unix://, got {shown!r}")
+        return v
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" and isinstance(value, str) else value)
+
 
 StoreConfig = Annotated[LocalStoreConfig | RedisStoreConfig, Field(discriminator="kind")]
 
 
 class AlertingConfig(Strict):
     """The alert role: scores + frames in, alerts (store + ``vigil.alerts``) out."""
+
+    # an error about the whole store section must not echo it: its URL may hold a password
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     enabled: bool = True
     group: str = "vigil-alert"

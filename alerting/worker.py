@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -81,8 +80,6 @@ _BACKOFF = Backoff(0.25, 5.0)  # between attempts to store an alert or its publi
 _QUEUE_BACKOFF = Backoff(1.0, 30.0)  # between attempts to store the writes kept in memory
 #: Repeated store errors are logged at most once per this many seconds.
 STORE_ERROR_LOG_INTERVAL_S = 60.0
-#: Camera ids of the contract (docs/architecture.md): they become file names and key parts.
-_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def error_reason(exc: BaseException) -> str:
@@ -92,7 +89,11 @@ def error_reason(exc: BaseException) -> str:
 
 def store_error_reason(exc: BaseException) -> str:
     """The ``reason`` label of a failed store write: the errno name (``ENOSPC``, ``EACCES``...),
-    ``unavailable`` or ``refused``."""
+    the error's own ``reason`` (``auth``: Redis refused the credentials), ``unavailable`` or
+    ``refused``."""
+    own = getattr(exc, "reason", None)
+    if isinstance(own, str):
+        return own
     code = getattr(exc, "errno", None)
     if code is None and isinstance(exc.__cause__, OSError):
         code = exc.__cause__.errno
@@ -314,9 +315,8 @@ class AlertWorker:
                 self._check_frame(frame)
                 return frame
             if record.topic == self.scores_topic:
-                score = ScoreMessage.from_record(record.key, record.value, record.headers)
-                _check_camera(score.camera)
-                return score
+                # the contract refuses a camera id that could not name a file or key (common.ids)
+                return ScoreMessage.from_record(record.key, record.value, record.headers)
         except MessageError as exc:
             self._reject(record, exc)
         return None
@@ -332,8 +332,7 @@ class AlertWorker:
             touched.add(msg.camera)
 
     def _check_frame(self, msg: FrameMessage) -> None:
-        """A frame the ring may hold: a camera id of the contract, a bounded size."""
-        _check_camera(msg.camera)
+        """A frame the ring may hold: a bounded size (its camera id the contract has checked)."""
         limit = self.cfg.clip.max_frame_pixels
         width, height = jpeg_size(msg.jpeg)
         for what, (w, h) in (("declares", (msg.width, msg.height)), ("JPEG holds", (width, height))):
@@ -795,9 +794,3 @@ class AlertWorker:
 
 def _where(record: Record) -> str:
     return f"{record.topic}[{record.partition}]@{record.offset}"
-
-
-def _check_camera(camera: str) -> None:
-    if not _CAMERA_ID.match(camera):
-        raise MessageError(f"camera id {camera[:40]!r} is not 1-128 of [A-Za-z0-9._-] starting with a "
-                           "letter or digit")

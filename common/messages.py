@@ -33,9 +33,16 @@ Both messages carry the common envelope ``schema`` (integer version), ``camera``
     (:meth:`ScoreMessage.quantisation_error`). ``float16`` keeps about 3 significant digits
     (relative error <= 2**-11) and is limited to ``|m| <= 65504``.
 
+Ids follow :mod:`common.ids`: a ``camera`` outside the camera-id rule raises
+:class:`BadCameraIdError`, a ``scene`` outside the scene-id rule :class:`BadSceneIdError`
+(both :class:`MessageError`). Integers (``schema``, ``seq``, ``ts``, ``width``, ``height``)
+fit a signed 64-bit integer (:data:`MAX_INT`); ``map_lo``/``map_hi`` and every map value fit
+float32.
+
 Anything that cannot be parsed raises :class:`MessageError` (a :class:`ValueError`) whose
-text names what was wrong, so a consumer can log it, count it and move on. Constructing a
-message with invalid fields raises the same error.
+text names what was wrong, so a consumer can log it, count it and move on -- whatever the
+bytes: over-long digit strings, numbers beyond float range and JSON nested past Python's
+recursion limit included. Constructing a message with invalid fields raises the same error.
 """
 
 from __future__ import annotations
@@ -50,16 +57,18 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from common.ids import SCENE_ID_RULE, is_scene_id
+from common.ids import CAMERA_ID_RULE, SCENE_ID_RULE, is_camera_id, is_scene_id
 
 __all__ = [
     "FRAMES_TOPIC",
     "JPEG_MAGIC",
+    "MAX_INT",
     "SCHEMA_VERSION",
     "SCORES_TOPIC",
     "SOURCES",
     "SUPPORTED_SCHEMAS",
     "UINT8_MIN_HI",
+    "BadCameraIdError",
     "BadSceneIdError",
     "FrameMessage",
     "MapEncoding",
@@ -92,7 +101,12 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 #: Lower bound of the upper end of the uint8 quantisation range (twice the threshold).
 UINT8_MIN_HI = 2.0
 
+#: Largest integer of any field: a signed 64-bit integer (Kafka, Redis scores, numpy all take it).
+MAX_INT = 2**63 - 1
+_MAX_INT_DIGITS = len(str(MAX_INT))
+
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _LEN = struct.Struct(">I")
 _FRAME_HEADERS = ("schema", "camera", "scene", "seq", "ts", "source", "width", "height")
 
@@ -107,28 +121,45 @@ class BadSceneIdError(MessageError):
     """A message's ``scene`` is not a valid scene id (:mod:`common.ids`)."""
 
 
+class BadCameraIdError(MessageError):
+    """A message's ``camera`` is not a valid camera id (:mod:`common.ids`)."""
+
+
 # ----------------------------------------------------------------------------- validation
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a field in an error text may be huge."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"  # repr() may refuse it
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _check_str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise MessageError(f"{name} must be a non-empty string, got {value!r}")
+        raise MessageError(f"{name} must be a non-empty string, got {_shown(value)}")
     return value
 
 
 def _check_int(name: str, value: Any, minimum: int = 0) -> int:
     # bool is an int subclass; numpy integers are accepted and normalised
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise MessageError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+        raise MessageError(f"{name} must be an integer, got {type(value).__name__} {_shown(value)}")
     if value < minimum:
-        raise MessageError(f"{name} must be >= {minimum}, got {value}")
+        raise MessageError(f"{name} must be >= {minimum}, got {_shown(value)}")
+    if value > MAX_INT:
+        raise MessageError(f"{name} must be <= {MAX_INT} (a signed 64-bit integer), got {_shown(value)}")
     return int(value)
 
 
 def _check_float(name: str, value: Any, minimum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise MessageError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
+        raise MessageError(f"{name} must be a number, got {type(value).__name__} {_shown(value)}")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range (JSON allows any number of digits)
+        raise MessageError(f"{name} must be finite, got {_shown(value)}") from None
     if not math.isfinite(value):
         raise MessageError(f"{name} must be finite, got {value}")
     if minimum is not None and value < minimum:
@@ -142,10 +173,12 @@ def _check_envelope(msg: Any) -> None:
     if schema not in SUPPORTED_SCHEMAS:
         raise MessageError(f"unsupported schema version {schema} (supported: {sorted(SUPPORTED_SCHEMAS)})")
     _check_str("camera", msg.camera)
+    if not is_camera_id(msg.camera):
+        raise BadCameraIdError(f"camera: invalid camera id {_shown(msg.camera)}: use {CAMERA_ID_RULE}")
     if not is_scene_id(msg.scene):
-        raise BadSceneIdError(f"scene: invalid scene id {msg.scene!r}: use {SCENE_ID_RULE}")
+        raise BadSceneIdError(f"scene: invalid scene id {_shown(msg.scene)}: use {SCENE_ID_RULE}")
     if msg.source not in SOURCES:
-        raise MessageError(f"source must be one of {SOURCES}, got {msg.source!r}")
+        raise MessageError(f"source must be one of {SOURCES}, got {_shown(msg.source)}")
     object.__setattr__(msg, "schema", schema)
     object.__setattr__(msg, "seq", _check_int("seq", msg.seq))
     object.__setattr__(msg, "ts", _check_int("ts", msg.ts))
@@ -158,7 +191,7 @@ def _check_key(key: bytes | None, camera: str) -> None:
     if not isinstance(key, bytes | bytearray | memoryview):
         raise MessageError(f"record key must be bytes, got {type(key).__name__}")
     if bytes(key) != camera.encode("utf-8"):
-        raise MessageError(f"record key {bytes(key)!r} does not match camera {camera!r}")
+        raise MessageError(f"record key {_shown(bytes(key))} does not match camera {_shown(camera)}")
 
 
 def _as_bytes(name: str, value: Any) -> bytes:
@@ -330,8 +363,14 @@ def _frame_headers(headers: Headers | None) -> dict[str, bytes]:
 
 
 def _parse_int_header(name: str, text: str) -> int:
-    if not (text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit()))):
-        raise MessageError(f"frame header {name!r} must be a decimal integer, got {text!r}")
+    """A decimal integer header; :class:`MessageError` for anything else, an over-long digit
+    string included (``int()`` itself refuses more than 4300 digits with a plain ValueError)."""
+    digits = text[1:] if text[:1] == "-" else text
+    if not (text.isascii() and digits.isdigit()):
+        raise MessageError(f"frame header {name!r} must be a decimal integer, got {_shown(text)}")
+    if len(digits) > _MAX_INT_DIGITS:
+        raise MessageError(f"frame header {name!r} must be a decimal integer of at most {_MAX_INT_DIGITS} "
+                           f"digits (a signed 64-bit integer), got {len(text)} characters")
     return int(text)
 
 
@@ -368,13 +407,15 @@ class ScoreMessage:
         if self.map_encoding not in MAP_ENCODINGS:
             raise MessageError(f"map_encoding must be one of {MAP_ENCODINGS}, got {self.map_encoding!r}")
         try:
-            amap = np.array(self.anomaly_map, dtype=np.float32, copy=True)
-        except (TypeError, ValueError) as exc:
-            raise MessageError(f"anomaly_map is not a numeric array: {exc}") from exc
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
+                amap = np.array(self.anomaly_map, dtype=np.float32, copy=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MessageError(f"anomaly_map is not a numeric array: {str(exc)[:200]}") from exc
         if amap.ndim != 2 or 0 in amap.shape:
             raise MessageError(f"anomaly_map must be a non-empty 2-D (H x W) array, got shape {amap.shape}")
         if not np.isfinite(amap).all():
-            raise MessageError(f"anomaly_map has {int((~np.isfinite(amap)).sum())} non-finite values")
+            raise MessageError(f"anomaly_map has {int((~np.isfinite(amap)).sum())} non-finite values "
+                               "(or values beyond float32)")
         if self.map_encoding == "float16" and float(np.abs(amap).max()) > _FLOAT16_MAX:
             raise MessageError(
                 f"anomaly_map reaches {float(np.abs(amap).max()):g}, beyond float16's range; use uint8"
@@ -412,7 +453,8 @@ class ScoreMessage:
         amap = self.anomaly_map
         if self.map_encoding == "uint8":
             lo, hi = header["map_lo"], header["map_hi"]
-            scaled = (np.clip(amap, lo, hi) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+            # in float64: a map spanning most of float32's range would overflow float32 here
+            scaled = (amap.astype(np.float64) - lo) * (255.0 / (hi - lo))
             payload = np.clip(np.rint(scaled), 0, 255).astype(np.uint8).tobytes()
         else:
             payload = amap.astype("<f2").tobytes()
@@ -437,8 +479,10 @@ class ScoreMessage:
         try:
             text = data[_LEN.size:_LEN.size + n].decode("utf-8")
             header = json.loads(text, parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise MessageError(f"score record header is not valid UTF-8 JSON: {exc}") from exc
+        except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also an integer of > 4300 digits
+            raise MessageError(f"score record header is not valid UTF-8 JSON: {str(exc)[:200]}") from exc
+        except RecursionError:  # nested deeper than Python's recursion limit
+            raise MessageError(f"score record header of {n} bytes nests too deeply to parse") from None
         if not isinstance(header, dict):
             raise MessageError(f"score record header must be a JSON object, got {type(header).__name__}")
         amap, encoding = _decode_map(header, data[_LEN.size + n:])
@@ -495,5 +539,9 @@ def _decode_map(header: Mapping[str, Any], payload: bytes) -> tuple[np.ndarray, 
     hi = _check_float("map_hi", header.get("map_hi"))
     if not hi > lo:
         raise MessageError(f"score record quantisation range is empty: map_lo={lo}, map_hi={hi}")
-    q = np.frombuffer(payload, dtype=np.uint8).reshape(h, w).astype(np.float32)
-    return (np.float32(lo) + q * np.float32((hi - lo) / 255.0)).astype(np.float32), "uint8"
+    if max(-lo, hi) > _FLOAT32_MAX:
+        raise MessageError(f"score record quantisation range map_lo={lo:g}, map_hi={hi:g} is beyond float32 "
+                           "(the map's values are float32)")
+    # in float64, kept within [lo, hi]: lo + 255 * step may not fit float32 on the way there
+    q = np.frombuffer(payload, dtype=np.uint8).reshape(h, w).astype(np.float64)
+    return np.clip(lo + q * ((hi - lo) / 255.0), lo, hi).astype(np.float32), "uint8"

@@ -7,14 +7,13 @@ validation errors never show the URL's credentials.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from common.config import Strict
-from common.ids import SCENE_ID_RULE, is_scene_id
+from common.ids import CAMERA_ID_RULE, SCENE_ID_RULE, is_camera_id, is_scene_id
 from common.messages import Source as SourceType
 from common.redact import redact_url
 
@@ -22,8 +21,6 @@ __all__ = ["CameraConfig", "SourceKind"]
 
 SourceKind = Literal["auto", "rtsp", "file", "frames"]
 
-#: Camera ids end up as Kafka keys, metric labels and Redis key parts: keep them plain.
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LIVE_SCHEMES = ("rtsp://", "rtsps://")
 
 
@@ -63,11 +60,9 @@ class CameraConfig(Strict):
     @field_validator("id")
     @classmethod
     def _check_id(cls, v: str) -> str:
-        if not _ID_RE.match(v):
-            raise ValueError(
-                "camera id must be 1-128 characters of letters, digits, '.', '_' or '-', "
-                f"starting with a letter or digit, got {v!r}"
-            )
+        # Camera ids end up as Kafka keys, metric labels, file names and Redis key parts.
+        if not is_camera_id(v):  # the one camera-id rule, the contracts' too
+            raise ValueError(f"camera id must be {CAMERA_ID_RULE}, got {v!r}")
         return v
 
     @field_validator("scene")

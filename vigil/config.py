@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from alerting.config import AlertingConfig
 from common.bus import KafkaConfig
@@ -72,14 +72,23 @@ class OpsConfig(Strict):
 
 
 class RecorderConfig(Strict):
-    """Where `vigil run` writes the score stream (one CSV per camera)."""
+    """Where `vigil run` writes the score stream (one CSV per camera), and its bounds."""
 
     enabled: bool = True
     dir: Path = Path("runs/scores")
     group: str = "vigil-recorder"
+    max_cameras: int = Field(default=1024, ge=1, description="cameras recorded at most; the records of "
+                             "further cameras are skipped and counted (too_many_cameras)")
+    max_open_files: int = Field(default=64, ge=1, description="CSV files open at once; the least recently "
+                                "written is closed, and reopened for appending when needed")
 
 
 class VigilConfig(Strict):
+    """The whole config file. Validation errors never echo the input (camera and Redis URLs may
+    hold passwords); :func:`parse_config` names each key instead."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     encoder: EncoderConfig = EncoderConfig()
     scenes: ScenesConfig = ScenesConfig()
     detector: DetectorSettings = DetectorSettings()

@@ -33,6 +33,7 @@ from alerting.store import AlertStore, open_store
 from alerting.worker import AlertMetrics, AlertWorker
 from common.bus import Bus, InProcessBus, KafkaBus
 from common.messages import FRAMES_TOPIC, SCORES_TOPIC
+from common.redact import redact_url
 from streamer.ingest import IngestMetrics, IngestWorker
 from streamer.sources import Source, open_source
 from vigil.config import SetupError, VigilConfig
@@ -104,6 +105,12 @@ def check_scenes(cfg: VigilConfig, registry: SceneRegistry, encoder: Encoder) ->
                     "trained there", registry.root)
     for scene in sorted(set(cfg.alerting.scenes) - scenes):
         log.warning("alerting.scenes.%s: no such scene in %s (a typo?)", scene, registry.root)
+
+
+def _error_line(exc: BaseException, limit: int = 500) -> str:
+    """A role's error as one line for a health report: type and text, redacted, cut to ``limit``."""
+    text = " ".join(redact_url(f"{type(exc).__name__}: {exc}").split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def make_bus(cfg: VigilConfig) -> Bus:
@@ -181,8 +188,11 @@ class Pipeline:
             if self.detector_thread:
                 self.detector.start()
         if "record" in self.roles and self.cfg.recorder.enabled:
-            self.recorder = ScoreRecorder(self.bus.consumer(self.cfg.recorder.group, [SCORES_TOPIC]),
-                                          self.cfg.recorder.dir, self.registry, self.stop).start()
+            rec = self.cfg.recorder
+            self.recorder = ScoreRecorder(
+                self.bus.consumer(rec.group, [SCORES_TOPIC]), rec.dir, self.registry, self.stop,
+                max_cameras=rec.max_cameras, max_open_files=rec.max_open_files,
+            ).start()
         if "ingest" in self.roles:
             assert self.ingest_metrics is not None
             for camera in self.cfg.cameras:
@@ -220,19 +230,26 @@ class Pipeline:
         return wait
 
     def health(self) -> tuple[bool, dict]:
+        """``(ok, detail)`` for ``/healthz``: every camera streaming (or finished), and every
+        role of this process alive and without an ``error`` (what ended its thread; shown as one
+        redacted line). The alert role also shows its spooled writes (Redis away) and its
+        ``queued_writes`` (kept in memory while the store refuses them); those alone do not make
+        it unhealthy: it is waiting for its store, which its log and metrics name."""
         detail: dict = {"roles": list(self.roles)}
         ok = True
         if self.ingest_metrics is not None:
             ingest_ok, ingest_detail = self.ingest_metrics.health()
             ok &= ingest_ok
             detail["ingest"] = ingest_detail
-        if self.detector is not None:
-            alive = self.detector.alive
-            ok &= alive
-            detail["detector"] = {"alive": alive}
+        for name, role in (("detector", self.detector), ("recorder", self.recorder), ("alert", self.alerter)):
+            if role is None:
+                continue
+            alive, error = role.alive, role.error
+            ok &= alive and error is None
+            detail[name] = {"alive": alive, "error": None if error is None else _error_line(error)}
         if self.alerter is not None:
-            ok &= self.alerter.alive
-            detail["alert"] = {"alive": self.alerter.alive, "spooled": self.alerter.store.pending()}
+            detail["alert"].update(spooled=self.alerter.store.pending(),
+                                   queued_writes=self.alerter.queued_writes)
         return ok, detail
 
     def ingest_done(self) -> bool:

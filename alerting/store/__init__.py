@@ -33,7 +33,7 @@ from alerting.store.base import (
     StoreWriteError,
 )
 from alerting.store.local import LocalStore
-from alerting.store.redis_store import RedisStore
+from alerting.store.redis_store import RedisStore, StoreAuthError
 from alerting.store.spool import Spool
 from alerting.store.spooling import SpoolingStore
 
@@ -46,6 +46,7 @@ __all__ = [
     "Spool",
     "SpoolFullError",
     "SpoolingStore",
+    "StoreAuthError",
     "StoreError",
     "StoreUnavailableError",
     "StoreWriteError",

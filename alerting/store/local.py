@@ -21,19 +21,26 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alerting.config import LocalStoreConfig
 from alerting.events import AlertRecord, EventError, check_event
 from alerting.store.base import AlertWrite, PutResult, StoreError, StoreWriteError
+from common.ids import is_camera_id
 
 __all__ = ["LocalStore"]
 
 log = logging.getLogger(__name__)
 
-#: Alert ids and camera ids name files here: the contract's characters only (no ``/``, no ``..``).
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+#: Alert ids (camera id, start seq and start time: alerting.lifecycle.alert_id) name files here:
+#: the camera-id characters only (no ``/``, no ``..``), a little longer.
+_ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def _is_alert_id(value: object) -> bool:
+    return isinstance(value, str) and _ALERT_ID.fullmatch(value) is not None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -77,8 +84,9 @@ def _record_file(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def _name(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+def _name(kind: str, value: str, valid: Callable[[object], bool]) -> str:
+    """``value`` if it can name a file here (``valid``: an alert id, or a camera id of :mod:`common.ids`)."""
+    if not valid(value):
         raise StoreError(f"refused: {kind} {str(value)[:40]!r} cannot name a file")
     return value
 
@@ -115,10 +123,10 @@ class LocalStore:
         return f"snaps/{alert_id}.jpg"
 
     def _record_path(self, alert_id: str) -> Path:
-        return self.root / "alerts" / f"{_name('alert id', alert_id)}.json"
+        return self.root / "alerts" / f"{_name('alert id', alert_id, _is_alert_id)}.json"
 
     def _index_path(self, camera: str) -> Path:
-        return self.root / "index" / f"{_name('camera id', camera)}.json"
+        return self.root / "index" / f"{_name('camera id', camera, is_camera_id)}.json"
 
     # -- writes
     def put(self, write: AlertWrite) -> PutResult:
@@ -281,19 +289,19 @@ class LocalStore:
         """Delete one alert: its record, clip, snapshot and index entry."""
         alert_id, camera = str(rec.get("alert_id", path.stem)), str(rec.get("camera", ""))
         files = [path]
-        if _NAME.match(alert_id):
+        if _is_alert_id(alert_id):
             files += [self.root / self.clip_key(alert_id), self.root / self.snapshot_key(alert_id)]
         for p in files:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        if _NAME.match(camera):
+        if is_camera_id(camera):
             index = _read_json(self._index_path(camera))
             if isinstance(index, dict) and index.pop(alert_id, None) is not None:
                 _write_atomic(self._index_path(camera), json.dumps(index).encode())
 
     # -- reads
     def get(self, alert_id: str) -> AlertRecord | None:
-        if not _NAME.match(alert_id):
+        if not _is_alert_id(alert_id):
             return None
         data = _record_file(self._record_path(alert_id))
         if data is None:
@@ -311,10 +319,10 @@ class LocalStore:
             return None
 
     def clip(self, alert_id: str) -> bytes | None:
-        return self._blob(self.clip_key(alert_id)) if _NAME.match(alert_id) else None
+        return self._blob(self.clip_key(alert_id)) if _is_alert_id(alert_id) else None
 
     def snapshot(self, alert_id: str) -> bytes | None:
-        return self._blob(self.snapshot_key(alert_id)) if _NAME.match(alert_id) else None
+        return self._blob(self.snapshot_key(alert_id)) if _is_alert_id(alert_id) else None
 
     def cameras(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "index").glob("*.json"))
@@ -322,7 +330,7 @@ class LocalStore:
     def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
         out = []
         for cam in [camera] if camera is not None else self.cameras():
-            if not _NAME.match(cam):
+            if not is_camera_id(cam):
                 continue
             index = _read_json(self._index_path(cam))
             if not isinstance(index, dict):

@@ -9,6 +9,15 @@ a whole write, so it is atomic. (The keys of one write are not in one hash slot:
 Redis server or a replica set, not Redis Cluster.) Entries that cannot be read back (a
 damaged record, a stream entry that is no event) are skipped and logged, never raised to a
 reader that lists or follows.
+
+Credentials are checked when the store is opened: one ``PING``, and credentials Redis
+refuses raise :class:`StoreAuthError` there and then (``vigil alert`` exits with one error
+line) instead of every write being spooled as if Redis were away. (redis-py reports a wrong
+password as an ``AuthenticationError``, a subclass of its ``ConnectionError``; its replies
+``NOAUTH`` and ``WRONGPASS`` become that error too.) An unreachable Redis at start is only a
+warning: writes spool until it answers. Credentials refused later (a password changed on the
+server) raise :class:`StoreAuthError` from the write, which is not spooled: the alert role
+keeps it in memory and retries, saying why.
 """
 
 from __future__ import annotations
@@ -19,13 +28,14 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from alerting.config import RedisStoreConfig
 from alerting.events import AlertRecord, EventError, check_event
 from alerting.store.base import AlertWrite, PutResult, StoreError, StoreUnavailableError
 from common.redact import redact_url
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "StoreAuthError"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,30 @@ return 1
 """
 
 
+class StoreAuthError(StoreError):
+    """Redis refused the credentials (wrong or missing password, unknown or disabled ACL
+    user): retrying will not help. The message names the redacted URL and the config keys."""
+
+    reason = "auth"  # the alert role's ``vigil_alert_store_errors{reason}``
+
+
+def _credentials_hint(cfg: RedisStoreConfig) -> str:
+    """Which config keys hold the credentials Redis refused (or that none are configured)."""
+    try:
+        parts = urlsplit(cfg.url)
+        in_url = parts.username is not None or parts.password is not None
+    except ValueError:
+        in_url = "@" in cfg.url
+    keys = [key for key, value in (("alerting.store.username", cfg.username),
+                                   ("alerting.store.password", cfg.password)) if value is not None]
+    if in_url:
+        keys.append("the user:password in alerting.store.url")
+    if not keys:
+        return ("no password is configured and this server requires one: set alerting.store.password "
+                "(and alerting.store.username for an ACL user)")
+    return "check " + " / ".join(keys)
+
+
 def _event_json(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"))
 
@@ -99,10 +133,32 @@ class RedisStore:
         self.client = redis.Redis.from_url(url, **kw)
         self._put = self.client.register_script(_PUT_SCRIPT)
         self._mark = self.client.register_script(_MARK_SCRIPT)
+        # refused credentials first: redis-py's AuthenticationError is a ConnectionError
+        self._auth_errors = (redis.exceptions.AuthenticationError,
+                             redis.exceptions.AuthenticationWrongNumberOfArgsError)
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                         redis.exceptions.BusyLoadingError)
         self._redis_error = redis.exceptions.RedisError
         self._bad_logged: OrderedDict[str, None] = OrderedDict()  # damaged entries already logged
+        self._check_credentials()
+
+    def _check_credentials(self) -> None:
+        """One PING: refused credentials raise :class:`StoreAuthError` now, at start, rather than
+        on the first alert; a Redis that does not answer yet is only logged (writes spool)."""
+        try:
+            self.client.ping()
+        except self._auth_errors as exc:
+            self.client.close()
+            raise self._refused_credentials("the connection check", exc) from exc
+        except self._errors as exc:
+            log.warning("Redis at %s does not answer yet (%s); alert writes are spooled until it does",
+                        self.where, exc)
+        except self._redis_error as exc:  # e.g. an ACL user without PING: the writes will tell
+            log.warning("Redis at %s answered the connection check with an error: %s", self.where, exc)
+
+    def _refused_credentials(self, what: str, exc: BaseException) -> StoreAuthError:
+        return StoreAuthError(f"Redis at {self.where} refused the credentials ({what}: {exc}); "
+                              f"{_credentials_hint(self.cfg)}")
 
     # -- keys
     def key(self, name: str) -> str:
@@ -128,6 +184,8 @@ class RedisStore:
     def _call(self, what: str) -> Iterator[None]:
         try:
             yield
+        except self._auth_errors as exc:
+            raise self._refused_credentials(what, exc) from exc
         except self._errors as exc:
             raise StoreUnavailableError(f"Redis at {self.where} unreachable ({what}): {exc}") from exc
         except self._redis_error as exc:
@@ -247,8 +305,11 @@ class RedisStore:
         return last[0][0].decode() if last else "0-0"
 
     def ping(self) -> bool:
+        """Whether Redis answers (:class:`StoreAuthError` if it refuses the credentials)."""
         try:
             return bool(self.client.ping())
+        except self._auth_errors as exc:
+            raise self._refused_credentials("ping", exc) from exc
         except self._errors:
             return False
 

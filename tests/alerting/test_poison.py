@@ -90,8 +90,6 @@ class Rig:
         return total(self.metrics.registry, name, **labels)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
-                            "ignore:invalid value:RuntimeWarning")  # numpy, on maps of huge values
 def test_random_and_broken_records_never_stop_the_alert_role(tmp_path_factory) -> None:
     rig = Rig(eager_config(tmp_path_factory.mktemp("poison")))
     seqs = iter(range(1, 10**6))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -11,8 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from common.ids import InvalidCameraIdError, is_camera_id, is_scene_id, validate_camera_id
 from common.messages import (
+    MAX_INT,
     SCHEMA_VERSION,
+    BadCameraIdError,
     BadSceneIdError,
     FrameMessage,
     MessageError,
@@ -21,6 +26,7 @@ from common.messages import (
     encode_jpeg,
     jpeg_size,
 )
+from tests.alerting.poison import frame_records, score_records
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +302,137 @@ def test_score_round_trip_property(amap: np.ndarray, encoding: str) -> None:
     # a decoded message re-encodes to the same map (the quantisation grid is stable)
     again = ScoreMessage.from_bytes(back.to_bytes())
     assert np.abs(again.anomaly_map - back.anomaly_map).max() <= msg.quantisation_error() + 1e-6
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def refused_quietly(parse, *args) -> MessageError:
+    """``parse(*args)`` raises MessageError, and nothing else: no other exception, no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(MessageError) as info:
+            parse(*args)
+    return info.value
+
+
+@pytest.mark.parametrize("name", ["schema", "seq", "ts", "width", "height"])
+@pytest.mark.parametrize("raw", [b"9" * 5000, b"-" + b"9" * 5000, b"0" * 4400 + b"1", b"9" * 20,
+                                 str(2**63).encode()])
+def test_an_over_long_integer_header_is_a_message_error_naming_it(frame: FrameMessage, name: str,
+                                                                  raw: bytes) -> None:
+    key, value, headers = frame.to_record()
+    headers = [(k, raw if k == name else v) for k, v in headers]
+    exc = refused_quietly(FrameMessage.from_record, key, value, headers)
+    assert name in str(exc) and len(str(exc)) < 300  # named, and the 5000 digits are not echoed
+
+
+def test_integers_up_to_64_bits_are_accepted(frame: FrameMessage) -> None:
+    key, value, headers = frame.to_record()
+    big = str(MAX_INT).encode()
+    back = FrameMessage.from_record(key, value, [(k, big if k in ("seq", "ts") else v) for k, v in headers])
+    assert back.seq == back.ts == 2**63 - 1
+    with pytest.raises(MessageError, match="seq must be <= 9223372036854775807"):
+        dataclasses.replace(frame, seq=2**63)
+
+
+@pytest.mark.parametrize("head", [b"[" * 100_000, b'{"a":' * 100_000, b"[" * 5000 + b"]" * 5000])
+def test_json_nested_past_the_recursion_limit_is_a_message_error(head: bytes) -> None:
+    value = struct.pack(">I", len(head)) + head
+    exc = refused_quietly(ScoreMessage.from_bytes, value)
+    assert "nests too deeply" in str(exc) or "JSON object" in str(exc)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(score=10**400), dict(raw=-(10**400)), dict(latency_ms=10**400),
+    dict(seq=10**30), dict(ts=2**63), dict(schema=10**20),
+])
+def test_numbers_beyond_range_in_the_json_header_are_message_errors(changes: dict) -> None:
+    value = score_msg(np.ones((3, 5), dtype=np.float32)).to_bytes()
+    exc = refused_quietly(ScoreMessage.from_bytes, with_header(value, **changes))
+    assert next(iter(changes)) in str(exc) and len(str(exc)) < 300
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(-1e308, 1e308), (0.0, 1e39), (-3.5e38, 2.0), (1e300, 1e301)])
+def test_a_quantisation_range_beyond_float32_is_refused_without_warnings(lo: float, hi: float) -> None:
+    value = score_msg(np.ones((3, 5), dtype=np.float32)).to_bytes()
+    exc = refused_quietly(ScoreMessage.from_bytes, with_header(value, map_lo=lo, map_hi=hi))
+    assert "beyond float32" in str(exc)
+
+
+def test_a_map_spanning_float32s_range_round_trips_without_warnings() -> None:
+    big = float(np.finfo(np.float32).max)
+    amap = np.array([[-big, 0.0], [1.0, big]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        msg = score_msg(amap)
+        back = ScoreMessage.from_bytes(msg.to_bytes())
+    assert np.isfinite(back.anomaly_map).all()
+    assert np.abs(back.anomaly_map.astype(np.float64) - amap).max() <= msg.quantisation_error() * (1 + 1e-6)
+    assert back.anomaly_map[0, 0] == -big and back.anomaly_map[1, 1] == big
+
+
+def test_a_map_beyond_float32_is_refused_without_warnings() -> None:
+    exc = refused_quietly(score_msg, np.full((2, 2), 1e300))
+    assert "beyond float32" in str(exc)
+
+
+@pytest.mark.parametrize("camera", ["a/b", "../x", "x" * 129, "cam 1", "cam\n", "-cam", ".hidden",
+                                    "kamera-\u00e9", "cam\x00"])
+def test_frame_and_score_refuse_a_malformed_camera_id(frame: FrameMessage, camera: str) -> None:
+    key, value, headers = frame.to_record()
+    raw = camera.encode()
+    headers = [(k, raw if k == "camera" else v) for k, v in headers]
+    with pytest.raises(BadCameraIdError, match="invalid camera id"):
+        FrameMessage.from_record(raw, value, headers)
+    with pytest.raises(BadCameraIdError, match="invalid camera id"):
+        score_msg(np.zeros((2, 2), np.float32), camera=camera)
+    score_value = with_header(score_msg(np.zeros((2, 2), np.float32)).to_bytes(), camera=camera)
+    with pytest.raises(BadCameraIdError):
+        ScoreMessage.from_record(raw, score_value)
+
+
+@given(camera=st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=140)
+       | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,130}", fullmatch=True))
+@settings(max_examples=150, deadline=None)
+def test_a_message_accepts_exactly_the_camera_ids_of_the_rule(camera: str) -> None:
+    """The contract and common.ids agree on every string; an accepted id is a plain file name."""
+    try:
+        msg = score_msg(np.zeros((2, 2), np.float32), camera=camera)
+    except BadCameraIdError:
+        assert not is_camera_id(camera)
+    else:
+        assert is_camera_id(camera) and msg.camera == camera
+        assert camera not in (".", "..") and "/" not in camera and len(camera) <= 128
+        assert camera == camera.strip() and camera.isascii() and camera.isprintable()
+
+
+def test_the_id_helpers() -> None:
+    assert validate_camera_id("gate-1.north_2") == "gate-1.north_2"
+    assert is_camera_id("x" * 128) and not is_camera_id("x" * 129) and not is_camera_id(7)
+    with pytest.raises(InvalidCameraIdError, match="invalid camera id '../x': use 1-128 characters"):
+        validate_camera_id("../x")
+    with pytest.raises(InvalidCameraIdError) as info:
+        validate_camera_id("y" * 10_000)
+    assert len(str(info.value)) < 200  # a hostile id is not echoed whole
+    # a trailing newline matched `$` in the old pattern: neither rule takes it
+    assert not is_scene_id("01\n") and not is_camera_id("cam\n")
+
+
+@settings(max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(frame=frame_records(), score=score_records())
+def test_poison_records_raise_only_message_errors_and_no_warnings(frame, score) -> None:
+    """Whatever a broken producer sends, parsing gives a message or a MessageError: never
+    another exception (a consumer would count it as a bug) and never a numpy warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for parse, record in ((FrameMessage.from_record, frame), (ScoreMessage.from_record, score)):
+            try:
+                msg = parse(*record)
+            except MessageError as exc:
+                assert len(str(exc)) < 1000  # bounded, whatever the record held
+            else:
+                assert is_camera_id(msg.camera) and is_scene_id(msg.scene)
+                if isinstance(msg, ScoreMessage):
+                    assert np.isfinite(msg.anomaly_map).all()

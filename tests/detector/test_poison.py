@@ -105,7 +105,7 @@ def test_each_kind_of_poison_is_counted_by_reason_and_logged_with_its_offset(enc
     rig = Rig(encoder, registry)
     good_key, good_value, good_headers = good_frame(image, "cam", 0, TINY_SCENE)
     huge_seq = [(k, HUGE_INT if k == "seq" else v) for k, v in good_headers]
-    rig.send(good_key, good_value, huge_seq)  # offset 0: int() refuses 5000 digits (a ValueError)
+    rig.send(good_key, good_value, huge_seq)  # offset 0: a 5000-digit seq, refused by the contract
     rig.send(good_key, jpeg_bomb(), frame_headers("cam", TINY_SCENE, 1, T0 + 1))  # offset 1: JPEG bomb
     rig.send(*good_frame(image, "cam", 2, TINY_SCENE))  # offset 2
     with caplog.at_level(logging.WARNING, logger="detector.worker"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alerting.config import RedisStoreConfig
-from alerting.store import RedisStore, StoreUnavailableError
+from alerting.store import RedisStore, StoreAuthError, StoreUnavailableError
 from tests.alerting.store.records import record, write
 from tests.servers import RedisServer
 
@@ -35,9 +35,10 @@ def test_redis_password_and_acl_user(redis_server: RedisServer, redis_url, tmp_p
         store = RedisStore(cfg)
         assert store.put(write(record())).stored
         assert "s3cret" not in repr(cfg)
-        wrong = RedisStore(RedisStoreConfig(url=redis_url, username="vigil", password="nope"))
-        with pytest.raises(StoreUnavailableError):
-            wrong.get("x")
+        # refused credentials are no outage (that would spool): they fail when the store opens
+        with pytest.raises(StoreAuthError, match="refused the credentials") as info:
+            RedisStore(RedisStoreConfig(url=redis_url, username="vigil", password="nope"))
+        assert not isinstance(info.value, StoreUnavailableError) and "nope" not in str(info.value)
     finally:
         admin.client.execute_command("ACL", "DELUSER", "vigil")
         admin.close()
