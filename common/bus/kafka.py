@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -46,6 +47,12 @@ class KafkaConfig(Strict):
     ``api_version``: leave ``None`` to let kafka-python probe the broker. The tansu broker
     (used by the tests) needs it pinned to ``(2, 0)`` (``(2, 0, 0)`` is accepted and means
     the same); with the pin, tansu rejects ``enable_idempotence`` (InitProducerId).
+    Delivery: ``acks="all"`` (the default) and, on Apache Kafka, ``enable_idempotence: true``
+    (``configs/kafka.yaml``, ``configs/compose.yaml``): a producer retry after a lost
+    acknowledgement then never writes a record twice or out of order. Idempotence needs
+    ``acks="all"`` and is off by default only because tansu cannot do it. A retried send is
+    given up after ``delivery_timeout_ms``; ``reconnect_backoff_max_ms`` caps the wait
+    between reconnects to a broker that went away (kafka-python's own default is 30 s).
     ``compression_type``: ``gzip`` always works; ``snappy``, ``lz4`` and ``zstd`` need
     python-snappy / lz4 / zstandard installed and are refused otherwise (zstd also needs
     a broker >= 2.1). Group timeouts: tansu holds a group join for about half of
@@ -83,6 +90,8 @@ class KafkaConfig(Strict):
     fetch_max_wait_ms: int = Field(100, ge=0)
     request_timeout_ms: int = Field(30_000, gt=500)  # kafka-python: must exceed fetch_max_wait_ms
     max_block_ms: int = Field(60_000, gt=0)  # how long send() may wait for metadata / buffer space
+    delivery_timeout_ms: int = Field(120_000, gt=0)  # a queued record is retried this long, then failed
+    reconnect_backoff_max_ms: int = Field(1_000, gt=0)  # longest wait between reconnect attempts
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -119,6 +128,11 @@ class KafkaConfig(Strict):
         if self.request_timeout_ms <= self.fetch_max_wait_ms:
             raise ValueError(f"request_timeout_ms ({self.request_timeout_ms}) must exceed "
                              f"fetch_max_wait_ms ({self.fetch_max_wait_ms})")
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(f"enable_idempotence needs acks 'all', got {self.acks!r}")
+        if self.delivery_timeout_ms < self.request_timeout_ms:
+            raise ValueError(f"delivery_timeout_ms ({self.delivery_timeout_ms}) must be at least "
+                             f"request_timeout_ms ({self.request_timeout_ms})")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError(f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
                              f"session_timeout_ms ({self.session_timeout_ms})")
@@ -139,6 +153,7 @@ class KafkaConfig(Strict):
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
             "request_timeout_ms": self.request_timeout_ms,
+            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
         }
         if self.api_version is not None:
             kw["api_version"] = self.api_version
@@ -172,16 +187,26 @@ class KafkaBus(Closing):
             raise ValueError(f"group must be a non-empty string, got {group!r}")
         return KafkaBusConsumer(self.config, group, check_topics(topics))
 
-    def ensure_topics(self, names: Iterable[str]) -> list[str]:
+    def ensure_topics(self, names: Iterable[str], copartitioned: Sequence[str] | None = None) -> list[str]:
         """Create the missing topics with ``config.partitions``/``replication_factor``.
 
         Returns the names created; a topic that exists already (even one created
-        concurrently by another worker) is left as it is.
+        concurrently by another worker) is left as it is. Then the topics of
+        ``copartitioned`` that are among ``names`` (default: ``vigil.frames`` and
+        ``vigil.scores``, which the alert role joins per camera) must have the same
+        partition count, or :class:`BusError` says which differ: a camera's frames and
+        scores are keyed alike, so only equal counts put them in the same partition number
+        and give both to the same member of a consumer group.
         """
         from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+        from kafka.errors import KafkaError
 
         wanted = check_topics(list(names)) if not isinstance(names, str) else check_topics(names)
+        if copartitioned is None:
+            from common.messages import FRAMES_TOPIC, SCORES_TOPIC
+
+            copartitioned = (FRAMES_TOPIC, SCORES_TOPIC)
+        joined = [t for t in copartitioned if t in wanted]
         try:
             admin = KafkaAdminClient(**self.config.client_kwargs())
         except KafkaError as exc:
@@ -189,26 +214,51 @@ class KafkaBus(Closing):
         try:
             existing = set(admin.list_topics())
             missing = [t for t in wanted if t not in existing]
-            if not missing:
-                return []
-            spec = {t: {"num_partitions": self.config.partitions,
-                        "replication_factor": self.config.replication_factor} for t in missing}
-            response = admin.create_topics(spec, raise_errors=False)
-            created = []
-            for topic in response.get("topics", []):
-                code = topic.get("error_code", 0)
-                if code == 0:
-                    created.append(topic["name"])
-                elif for_code(code) is not TopicAlreadyExistsError:
-                    raise BusError(f"cannot create topic {topic['name']!r}: {for_code(code).__name__} "
-                                   f"{topic.get('error_message') or ''}".rstrip())
-            if created:
-                log.info("created Kafka topics %s (%d partitions)", created, self.config.partitions)
+            created = self._create(admin, missing) if missing else []
+            if len(joined) > 1:
+                self._check_copartitioned(admin, joined, created)
             return created
         except KafkaError as exc:
             raise BusError(f"topic creation on {self._where()} failed: {exc!r}") from exc
         finally:
             admin.close()
+
+    def _create(self, admin: Any, missing: list[str]) -> list[str]:
+        from kafka.errors import TopicAlreadyExistsError, for_code
+
+        spec = {t: {"num_partitions": self.config.partitions,
+                    "replication_factor": self.config.replication_factor} for t in missing}
+        response = admin.create_topics(spec, raise_errors=False)
+        created = []
+        for topic in response.get("topics", []):
+            code = topic.get("error_code", 0)
+            if code == 0:
+                created.append(topic["name"])
+            elif for_code(code) is not TopicAlreadyExistsError:
+                raise BusError(f"cannot create topic {topic['name']!r}: {for_code(code).__name__} "
+                               f"{topic.get('error_message') or ''}".rstrip())
+        if created:
+            log.info("created Kafka topics %s (%d partitions)", created, self.config.partitions)
+        return created
+
+    def _check_copartitioned(self, admin: Any, topics: list[str], created: list[str]) -> None:
+        """:class:`BusError` unless ``topics`` have one partition count (just created ones
+        count as ``config.partitions``: their metadata may not have spread yet)."""
+        counts = {t: self.config.partitions for t in created}
+        described = [t for t in topics if t not in counts]
+        deadline = time.monotonic() + 5.0
+        while described:
+            for topic in admin.describe_topics(described):
+                counts[topic["name"]] = len(topic.get("partitions") or [])
+            # a topic another role created a moment ago may not be described yet: ask again
+            if all(counts.get(t, 0) > 0 for t in described) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if len({counts.get(t, 0) for t in topics}) > 1:
+            listed = " and ".join(f"{t} ({counts.get(t, 0)} partitions)" for t in topics)
+            raise BusError(f"topics {listed} at {self._where()} differ in partition count: a camera's "
+                           "frames and scores must be co-partitioned (same key, same partition count); "
+                           "re-create them with one count")
 
     def close(self) -> None:
         """Nothing to release: producers and consumers are closed by their owners."""
@@ -234,6 +284,7 @@ class KafkaBusProducer(Closing):
                 compression_type=config.compression_type,
                 max_request_size=config.max_request_size,
                 max_block_ms=config.max_block_ms,
+                delivery_timeout_ms=config.delivery_timeout_ms,
                 **config.client_kwargs(),
             )
         except KafkaError as exc:
