@@ -30,6 +30,17 @@ buffer included) is dropped; at most ``max_cameras`` cameras are kept (the least
 active one is finished and dropped first). :meth:`AlertWorker.finish_all` ends every
 camera's alerts (end of a replay).
 
+**Idle, not cut off.** A camera is silent only while the bus is heard delivering: a broker
+that is frozen or unreachable silences every camera at once, and the worker cannot tell
+that from the outside (polls return nothing, without error). So a camera's silence is
+counted while records of other cameras keep arriving (the bus is *flowing*: something
+arrived within ``idle_timeout_s / 2``); after a bus-wide quiet spell every camera's clock
+restarts when records flow again. While nothing at all arrives (the only camera died, or
+the broker is frozen), an alert is ended only after ``QUIET_BUS_FACTOR * idle_timeout_s``
+(120 s by default) during which polls returned without error and the consumer has read
+everything its partitions hold (``lag() == 0``); a poll that fails stops that clock. See
+:meth:`AlertWorker.idle_for`.
+
 **Poison records.** No single record can stop the role: a record that cannot be parsed, has
 a camera id outside the contract or declares a frame over ``clip.max_frame_pixels`` is
 counted (``vigil_alert_rejected{topic, reason="bad_message"}``); any unexpected exception
@@ -80,6 +91,8 @@ _BACKOFF = Backoff(0.25, 5.0)  # between attempts to store an alert or its publi
 _QUEUE_BACKOFF = Backoff(1.0, 30.0)  # between attempts to store the writes kept in memory
 #: Repeated store errors are logged at most once per this many seconds.
 STORE_ERROR_LOG_INTERVAL_S = 60.0
+#: While the whole bus is quiet, a camera is idle only after this many ``idle_timeout_s``.
+QUIET_BUS_FACTOR = 4.0
 
 
 def error_reason(exc: BaseException) -> str:
@@ -236,6 +249,11 @@ class AlertWorker:
         self._queue_retry_at = 0.0
         self._store_error_logged_at: float | None = None
         self._store_errors_quiet = 0
+        # the clocks of the idle rule (idle_for)
+        started = time.monotonic()
+        self._heard_at: float | None = None  # when the last poll with records came back
+        self._flowing_since = started  # records have arrived since, without a bus-wide quiet spell
+        self._polls_ok_since: float | None = started  # polls have returned without error since
 
     # ------------------------------------------------------------------ thread
     def run(self) -> None:
@@ -243,6 +261,8 @@ class AlertWorker:
         while not self.stop.is_set():
             try:
                 records = self.consumer.poll(max_records=256, timeout_ms=200)
+                if self._polls_ok_since is None:
+                    self._polls_ok_since = time.monotonic()
                 if records:
                     self.finished.clear()
                     self.handle(records)
@@ -253,6 +273,7 @@ class AlertWorker:
             except Stopped:
                 break
             except BusError as exc:  # broker trouble: nothing committed, records come again
+                self._polls_ok_since = None  # nobody's silence is its own while the bus fails
                 log.warning("alert worker: %s", exc)
                 self.stop.wait(1.0)
 
@@ -284,6 +305,8 @@ class AlertWorker:
     def handle(self, records: list[Record]) -> None:
         """Process one poll's records: frames first, then the scores that can be joined."""
         now = time.monotonic()
+        if records:
+            self._heard(now)
         touched: set[str] = set()
         for record in records:
             camera: str | None = None
@@ -732,13 +755,15 @@ class AlertWorker:
             if cam.pending:
                 self._process_ready(cam, now)
                 changed = True
-            silent = now - cam.last_activity
-            if (cam.alerts or cam.machine.active is not None) and silent > self.cfg.idle_timeout_s:
-                log.info("camera %s silent for %.0f s: ending its alerts", cam.camera, silent)
+            silent = self.idle_for(cam.camera, now)
+            if silent is None:
+                continue
+            if cam.alerts or cam.machine.active is not None:
+                log.info("camera %s silent for %.0f s%s: ending its alerts", cam.camera, silent,
+                         "" if self._flowing(now) else " (nothing at all arrived meanwhile)")
                 self._finish_camera(cam)
                 changed = True
-            elif (silent > self.cfg.idle_timeout_s and not cam.alerts and not cam.pending
-                  and cam.machine.active is None):
+            elif not cam.pending:
                 self._drop(cam, "idle")  # nothing of it is open: free its ring
                 changed = True  # its records need not wait any more
         self._reset_broken()
@@ -752,6 +777,46 @@ class AlertWorker:
         self.metrics.spooled.set(self.store.pending())
         if changed or self._to_publish:
             self._deliver()
+
+    def _heard(self, now: float) -> None:
+        """A poll brought records: the bus flows; after a quiet spell every silence clock restarts."""
+        if self._heard_at is None or now - self._heard_at > self.cfg.idle_timeout_s / 2:
+            self._flowing_since = now
+        self._heard_at = now
+        if self._polls_ok_since is None:
+            self._polls_ok_since = now
+
+    def _flowing(self, now: float) -> bool:
+        """Records arrived within the last ``idle_timeout_s / 2``."""
+        return self._heard_at is not None and now - self._heard_at <= self.cfg.idle_timeout_s / 2
+
+    def idle_for(self, camera: str, now: float | None = None) -> float | None:
+        """How long ``camera`` has been silent, if that makes it idle; None if it is not (yet).
+
+        The rule: while the bus flows (records of any camera arrived within
+        ``idle_timeout_s / 2``), the camera is idle once it sent nothing for ``idle_timeout_s``,
+        counted from its last record or from when records started flowing again after a
+        bus-wide quiet spell, whichever is later -- a frozen or unreachable broker silences
+        every camera at once, and that is no camera's silence. While nothing arrives at all,
+        it is idle only after ``QUIET_BUS_FACTOR * idle_timeout_s`` of polls that returned
+        without error (a poll that fails restarts this clock) and with nothing left unread
+        (``consumer.lag() == 0``): the only camera of a deployment that died still has its
+        alert ended, a broker frozen for less than that ends none.
+        """
+        cam = self.cameras.get(camera)
+        if cam is None:
+            return None
+        now = time.monotonic() if now is None else now
+        limit = self.cfg.idle_timeout_s
+        if self._flowing(now):
+            silent = now - max(cam.last_activity, self._flowing_since)
+            return silent if silent > limit else None
+        if self._polls_ok_since is None:
+            return None
+        silent = now - max(cam.last_activity, self._polls_ok_since)
+        if silent <= QUIET_BUS_FACTOR * limit or self.consumer.lag() != 0:
+            return None
+        return silent
 
     def _finish_camera(self, cam: _Camera) -> None:
         """End the camera's open alert at its last frame and close every clip with what is there."""

@@ -13,6 +13,20 @@ JPEG, the contract's headers). How frames flow depends on the source:
   replay proceeds at the speed of the detector (back-pressure). A replay frame that the bus
   refuses with a :class:`~common.bus.BusError` is retried until it is stored or ``stop``.
 
+**Delivery.** A producer's ``send`` only queues; what the bus could not store is reported by
+a later ``flush`` (:class:`~common.bus.PublishError`). So the worker flushes every
+``FLUSH_EVERY_FRAMES`` frames or ``FLUSH_EVERY_S`` seconds of sending (and at the end), and
+keeps the frames sent since its last good flush (its *window*). A replay whose window a
+flush did not confirm sends the whole window again, in order, with the shared back-off of
+:mod:`common.retry`, until a flush confirms it or ``stop``: consumers drop the duplicates
+this can make by ``(camera, seq)``. One producer serves every camera of a process and its
+flush reports every camera's failures at once: flushes are taken in turn, and a failed one
+makes every replay that had frames in flight send its window again. Each failed attempt is
+counted in ``vigil_ingest_publish_errors_total``. Replay frames still unconfirmed when the
+worker stops are counted in ``vigil_ingest_frames_lost_total`` and end the worker with a
+:class:`FramesLostError` naming how many (``vigil ingest`` exits 1). Live frames are not
+sent again (a newer frame is worth more): a failed flush is counted and logged.
+
 A frame whose record exceeds the bus's size limit (:class:`~common.bus.MessageTooLarge`)
 is re-encoded once at a lower JPEG quality; if that is still too big it is logged as an
 error (camera, seq, size, limit) and counted in ``vigil_ingest_frames_too_large_total`` --
@@ -35,19 +49,20 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from common.bus import BusError, MessageTooLarge, Producer
+from common.bus import BusError, MessageTooLarge, Producer, PublishError
 from common.messages import FRAMES_TOPIC, FrameMessage
 from common.retry import Backoff, Stopped, call_with_retry
 from streamer.camera import CameraConfig
 from streamer.sources import CapturedFrame, Source, SourceError, open_source
 
-__all__ = ["IngestMetrics", "IngestStats", "IngestWorker", "LatestSlot"]
+__all__ = ["FramesLostError", "IngestMetrics", "IngestStats", "IngestWorker", "LatestSlot"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +72,19 @@ WARMUP_HEADER = "warmup"
 _BACKOFF = Backoff(0.5, 10.0)  # between attempts to publish a frame
 # Repeated warnings/errors of one kind per camera are logged at most this often.
 _LOG_EVERY_S = 10.0
+#: The producer is flushed (and the frames sent since the last flush confirmed) after this
+#: many frames of a camera, or once the oldest unconfirmed one was sent this long ago.
+FLUSH_EVERY_FRAMES = 25
+FLUSH_EVERY_S = 1.0
+#: How long one flush may wait for the bus's acknowledgements: below the 10 s that
+#: ``vigil.runner`` waits for a stopping worker, so a stop is answered with the frames counted.
+#: A flush that times out leaves its frames unconfirmed: they are sent again, and if the first
+#: copies arrive as well, consumers drop the second by ``(camera, seq)``.
+FLUSH_TIMEOUT_S = 8.0
+
+
+class FramesLostError(BusError):
+    """Replay frames the bus never confirmed: the worker stopped while they were unconfirmed."""
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -80,7 +108,9 @@ class IngestMetrics:
     corrupt: undecodable images or packets, frames the decoder flags corrupt; not in
     ``frames_read``), ``frames_too_large`` (could not be published: over the bus's size
     limit), ``frames_warmup`` (warm-up frames not published),
-    ``publish_errors`` (bus errors), ``reconnects`` (reconnect attempts). Gauge
+    ``publish_errors`` (bus errors: failed sends, flushes that did not confirm the camera's
+    frames), ``frames_lost`` (replay frames never confirmed by the bus when the worker
+    stopped), ``reconnects`` (reconnect attempts). Gauge
     ``vigil_ingest_last_frame_timestamp_seconds``: wall-clock time (Unix seconds) at which
     the camera's last frame was read.
 
@@ -111,8 +141,10 @@ class IngestMetrics:
                                         cam, registry=reg)
         self.frames_warmup = Counter("vigil_ingest_frames_warmup",
                                      "Warm-up frames after a (re)connect, not published", cam, registry=reg)
-        self.publish_errors = Counter("vigil_ingest_publish_errors", "Bus errors while publishing frames",
-                                      cam, registry=reg)
+        self.publish_errors = Counter("vigil_ingest_publish_errors", "Bus errors while publishing frames "
+                                      "(failed sends, flushes that did not confirm them)", cam, registry=reg)
+        self.frames_lost = Counter("vigil_ingest_frames_lost", "Replay frames the bus never confirmed "
+                                   "before the worker stopped", cam, registry=reg)
         self.reconnects = Counter("vigil_ingest_reconnects", "Reconnect attempts to the source",
                                   cam, registry=reg)
         self.last_frame_timestamp = Gauge("vigil_ingest_last_frame_timestamp_seconds",
@@ -124,7 +156,8 @@ class IngestMetrics:
         with self._lock:
             self._cameras[camera_id] = _CameraHealth(watchdog_s=watchdog_s, started=self._clock())
         for metric in (self.frames_read, self.frames_published, self.frames_dropped, self.frames_corrupt,
-                       self.frames_too_large, self.frames_warmup, self.publish_errors, self.reconnects):
+                       self.frames_too_large, self.frames_warmup, self.publish_errors, self.frames_lost,
+                       self.reconnects):
             metric.labels(camera_id)
 
     def frame_read(self, camera_id: str) -> None:
@@ -227,8 +260,49 @@ class IngestStats:
     reencoded: int = 0
     warmup: int = 0
     publish_errors: int = 0
+    lost: int = 0
     reconnects: int = 0
     last_seq: int = -1
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A frame record sent but not yet confirmed by a flush."""
+
+    seq: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class _FlushGroup:
+    """The workers sharing one producer. Its flush reports the failures of every record sent
+    before it, whoever sent them: flushes are taken in turn (``lock``) and the failed ones are
+    counted (``failures``), so each worker can tell whether its window saw one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.failures = 0
+
+
+_GROUPS: weakref.WeakKeyDictionary[Any, _FlushGroup] = weakref.WeakKeyDictionary()
+_GROUPS_LOCK = threading.Lock()
+
+
+def _flush_group(producer: Producer) -> _FlushGroup:
+    """The flush group of ``producer`` (one of its own if it cannot be weakly referenced)."""
+    with _GROUPS_LOCK:
+        try:
+            group = _GROUPS.get(producer)
+            if group is None:
+                group = _GROUPS[producer] = _FlushGroup()
+        except TypeError:
+            group = _FlushGroup()
+    return group
+
+
+class _UnconfirmedError(PublishError):
+    """A flush succeeded, but another one failed while this window was in flight."""
 
 
 class _Throttle:
@@ -288,6 +362,12 @@ class IngestWorker:
         self._thread: threading.Thread | None = None
         self._throttle = _Throttle()
         self._halt = threading.Event()  # the publisher ended: the live reader should stop too
+        self._group = _flush_group(producer)
+        self._window: list[_Sent] = []  # sent since the last flush that confirmed them
+        self._window_started = 0.0  # monotonic time of the window's first send
+        self._epoch = 0  # the group's failed flushes when the window began (or was sent again)
+        self._resend = False  # the window must be sent again before the next flush
+        self._live = False  # the source is live: its frames are not sent again
         metrics.add_camera(camera.id, camera.watchdog_s)
 
     # -- threads
@@ -323,6 +403,7 @@ class IngestWorker:
         reason = "finished"
         try:
             source = self._source if self._source is not None else open_source(cam, self.stop)
+            self._live = source.live
             source.on_reconnect = self._on_reconnect
             source.on_skip = self._on_skip
             log.info("camera %s: ingesting %s (%s, %s source, scene %s, fps %s) to %s",
@@ -346,7 +427,13 @@ class IngestWorker:
             raise
         finally:
             self._halt.set()
-            self._flush()
+            self._confirm(resend=not self._live)
+            if self.stats.lost and self.error is None:
+                reason = "failed"
+                self.error = FramesLostError(
+                    f"camera {cam.id}: {self.stats.lost} frame(s) could not be published to {self.topic} "
+                    "(not confirmed by the bus when ingest stopped)")
+                log.error("%s", self.error)
             self.metrics.finished(cam.id, reason)
             log.info("camera %s: ingest %s: %s", cam.id, reason, self.summary())
 
@@ -354,8 +441,9 @@ class IngestWorker:
         """What the worker did, in words: ``22 frames read, 22 published, 0 dropped, 2 skipped
         as corrupt, 0 too large, 0 reconnect attempts``."""
         s = self.stats
+        lost = f", {s.lost} lost (never confirmed by the bus)" if s.lost else ""
         return (f"{s.read} frames read, {s.published} published, {s.dropped} dropped, {s.corrupt} skipped "
-                f"as corrupt, {s.too_large} too large, {s.reconnects} reconnect attempts")
+                f"as corrupt, {s.too_large} too large, {s.reconnects} reconnect attempts{lost}")
 
     def _on_reconnect(self, attempt: int, delay_s: float, reason: str) -> None:
         self.stats.reconnects += 1
@@ -456,7 +544,7 @@ class IngestWorker:
         def attempt() -> bool:
             key, value, headers = self._encode(frame, self.jpeg_quality)
             try:
-                self.producer.send(self.topic, key, value, headers)
+                self._send(frame.seq, key, value, headers)
             except MessageTooLarge as first:
                 return self._send_smaller(frame, first)
             return True
@@ -474,6 +562,9 @@ class IngestWorker:
             self.stats.published += 1
             self.stats.last_seq = frame.seq
             self.metrics.frames_published.labels(self.camera.id).inc()
+        if self._window and (len(self._window) >= FLUSH_EVERY_FRAMES
+                             or time.monotonic() - self._window_started >= FLUSH_EVERY_S):
+            self._confirm(resend=retry)
         return sent
 
     def _publish_failed(self, frame: CapturedFrame, exc: BaseException, retry: bool) -> None:
@@ -492,7 +583,7 @@ class IngestWorker:
         if self.fallback_quality < self.jpeg_quality:
             key, value, headers = self._encode(frame, self.fallback_quality)
             try:
-                self.producer.send(self.topic, key, value, headers)
+                self._send(frame.seq, key, value, headers)
             except MessageTooLarge as exc:
                 second = exc
             else:
@@ -515,8 +606,75 @@ class IngestWorker:
                       _suffix(suppressed))
         return False
 
-    def _flush(self) -> None:
+    # -- delivery (see "Delivery" in the module docstring)
+
+    def _send(self, seq: int, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Queue one record and keep it in the window until a flush confirms it."""
+        if not self._window:
+            self._epoch = self._group.failures  # failed flushes counted from here on may be ours
+            self._window_started = time.monotonic()
+        self.producer.send(self.topic, key, value, headers)
+        self._window.append(_Sent(seq, key, value, headers))
+
+    def _confirm(self, *, resend: bool) -> None:
+        """Flush until the window is confirmed. A replay (``resend``) sends the window again,
+        in order, after each failure, with back-off, until confirmed or ``stop`` (then its
+        frames are counted lost); a live camera's window is given up after one failure."""
+        if not self._window:
+            return
+
+        def attempt() -> None:
+            if self._resend:
+                for sent in self._window:
+                    self.producer.send(self.topic, sent.key, sent.value, sent.headers)
+                self._resend = False
+            self._flush_window()
+
         try:
-            self.producer.flush(timeout=10.0)
-        except BusError as exc:
-            log.error("camera %s: flushing the producer failed: %s", self.camera.id, exc)
+            call_with_retry(attempt, retry_on=(BusError,), backoff=_BACKOFF, stop=self.stop,
+                            attempts=None if resend else 1, on_failure=self._window_failed)
+        except BusError as exc:  # live: not sent again
+            self._window_failed(exc, None)
+        except Stopped:
+            if resend:
+                lost = len(self._window)
+                self.stats.lost += lost
+                self.metrics.frames_lost.labels(self.camera.id).inc(lost)
+                log.error("camera %s: %d frame(s) (seq %d-%d) not confirmed by the bus when ingest stopped: "
+                          "they may be lost", self.camera.id, lost, self._window[0].seq, self._window[-1].seq)
+            else:
+                self._window_failed(BusError("stopped while waiting for the bus"), None)
+        self._window.clear()
+        self._resend = False
+
+    def _flush_window(self) -> None:
+        """One flush, in turn with the group's; :class:`PublishError` unless it confirms the window."""
+        group = self._group
+        while not group.lock.acquire(timeout=0.1):  # another camera's flush waits for the bus
+            if self.stop.is_set():
+                raise Stopped
+        try:
+            try:
+                self.producer.flush(timeout=FLUSH_TIMEOUT_S)
+            except BusError:
+                group.failures += 1
+                self._epoch, self._resend = group.failures, True  # the window goes again
+                raise
+            if group.failures != self._epoch:
+                self._epoch, self._resend = group.failures, True
+                raise _UnconfirmedError("a flush of the shared producer failed while these frames were in "
+                                        "flight (another camera's, or this one's)")
+        finally:
+            group.lock.release()
+
+    def _window_failed(self, exc: BaseException, delay: float | None) -> None:
+        """Count a flush (or re-send) that did not confirm the window; log it, throttled."""
+        cam, window = self.camera, self._window
+        self.stats.publish_errors += 1
+        self.metrics.publish_errors.labels(cam.id).inc()
+        ok, suppressed = self._throttle.check("flush")
+        if ok:
+            then = (f"sending them again in {delay:.1f} s" if delay is not None
+                    else "live frames are not sent again")
+            log.error("camera %s: %d frame(s) (seq %d-%d) not confirmed by the bus: %s; %s%s", cam.id,
+                      len(window), window[0].seq, window[-1].seq, exc, then, _suffix(suppressed))

@@ -15,24 +15,27 @@ from vigil.config import ConfigError, VigilConfig, load_config
 log = logging.getLogger("vigil")
 
 
+#: Exceptions that are the user's input being wrong (printed, not traced), by module.
+_USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("vigil.config", "ConfigError"), ("streamer.video", "SourceError"),
+    ("detector.encoders", "WeightsError"), ("scenes.checkpoint", "CheckpointError"),
+    ("scenes.registry", "UnknownSceneError"), ("common.ids", "InvalidSceneIdError"),
+    ("detector.scorer", "EncoderMismatchError"), ("common.bus", "BusError"), ("alerting.store", "StoreError"),
+    ("alerting.cli", "AlertNotFoundError"), ("training.testset", "EvaluationError"),
+    ("detector.offline", "OutputError"),
+)
+
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's input being wrong: printed, not traced."""
-    from alerting.cli import AlertNotFoundError
-    from alerting.store import StoreError
-    from common.bus import BusError
-    from common.ids import InvalidSceneIdError
-    from detector.encoders import WeightsError
-    from detector.offline import OutputError
-    from detector.scorer import EncoderMismatchError
-    from scenes.checkpoint import CheckpointError
-    from scenes.registry import UnknownSceneError
-    from streamer.video import SourceError
-    from training.testset import EvaluationError
-
-    return (ConfigError, SourceError, WeightsError, CheckpointError, UnknownSceneError,
-            InvalidSceneIdError, EncoderMismatchError, BusError, StoreError, AlertNotFoundError,
-            EvaluationError, OutputError)
+    """The user-error classes of the modules this process has imported. A module that was
+    never imported raised none of its errors, so none is imported here: a refused `vigil
+    ingest` or `vigil alert` start never loads the model stack (torch) just to print a line."""
+    found = []
+    for module, name in _USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
 
 
 def _registry(cfg: VigilConfig, override: Path | None):

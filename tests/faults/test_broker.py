@@ -11,6 +11,7 @@ import pytest
 from common.messages import FRAMES_TOPIC, SCORES_TOPIC
 from tests.faults.deploy import (
     Deployment,
+    Role,
     camera,
     check_store,
     event_problems,
@@ -23,6 +24,14 @@ from tests.faults.deploy import (
 
 FREEZE_S = 30.0
 IDLE_S = 10.0  # alerting.idle_timeout_s: well inside the freeze, so the outcome does not hang on timing
+
+
+def resent(ingest: Role) -> str:
+    """What the ingest process's log says of frames the bus did not confirm (sent again)."""
+    lines = ingest.grep("not confirmed by the bus")
+    outcome = "none lost" if ingest.proc.returncode == 0 else f"ingest exited {ingest.proc.returncode}"
+    return (f"the ingest sent unconfirmed frames again ({len(lines)} log line(s)), {outcome}" if lines
+            else "every ingest flush confirmed")
 
 
 @pytest.mark.kafka
@@ -77,7 +86,7 @@ def test_broker_frozen_for_30_s(tmp_path: Path, registry, redis_url: str, checke
                   + (f"{split} of the 4 alerts open across the freeze were ended by the alert role's idle "
                      f"timeout ({IDLE_S:g} s) and started again: two alerts for one anomaly"
                      if split else f"the 4 alerts open across the {resumed - frozen_at:.0f} s freeze each "
-                     "stayed one alert"))
+                     "stayed one alert") + f"; {resent(ingest)}")
         assert ingest.proc.returncode == 0, ingest.tail()
         assert lost == 0 and conflicting == 0
         assert not problems, problems
@@ -137,7 +146,7 @@ def test_broker_killed_and_restarted_empty(tmp_path: Path, registry, redis_url: 
                   f"kill); down {restarted - killed:.0f} s, {sent_down:.0f} frames sent meanwhile (kept "
                   "by the ingest producer, delivered after); topics provisioned again as it came up "
                   f"({'/'.join(map(str, sorted(set(counts.values()))))} partitions); no role restarted; "
-                  f"{conflicting[0]} score records redelivered")
+                  f"{conflicting[0]} score records redelivered; {resent(ingest)}")
         assert alive == {"detect": True, "alert": True}
         assert ingest.proc.returncode == 0, ingest.tail()
         assert lost == 0 and conflicting[1] == 0

@@ -225,3 +225,37 @@ def test_roles_without_a_model_do_not_load_torch() -> None:
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("role", ["ingest", "alert"])
+def test_a_refused_start_of_a_role_without_a_model_exits_2_without_torch(role: str, tmp_path: Path) -> None:
+    """The error path too: printing a refused `vigil ingest` / `vigil alert` start (a bad config
+    key, a replay that is not there) loads no model stack, so it takes well under a second."""
+    import subprocess
+    import sys
+
+    bad_key = tmp_path / "bad-key.yaml"
+    bad_key.write_text("alerting:\n  idle_timeout: 3\n")
+    no_file = tmp_path / "no-file.yaml"
+    no_file.write_text(f"cameras:\n  - {{id: gone, url: '{tmp_path / 'gone.mp4'}', scene: s}}\n")
+    repo = Path(__file__).resolve().parents[2]
+    code = ("import sys; from vigil.cli import main; code = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('torch', 'timm', 'FrEIA') if m in sys.modules)); sys.exit(code)")
+    for config, said in ((bad_key, "alerting.idle_timeout: unknown key"),
+                         *([(no_file, "camera gone: video file not found")] if role == "ingest" else [])):
+        done = subprocess.run([sys.executable, "-c", code, "--config", str(config), role],
+                              capture_output=True, text=True, timeout=120, cwd=repo)
+        assert done.returncode == 2, done.stderr
+        assert said in done.stderr and "Traceback" not in done.stderr
+        assert done.stdout.strip() == "[]"
+
+
+def test_every_user_error_class_is_found_once_its_module_is_imported() -> None:
+    """The lazy list of user errors names real classes (a renamed one would be traced, not printed)."""
+    import importlib
+
+    from vigil import cli
+
+    for module, _name in cli._USER_ERRORS:
+        importlib.import_module(module)
+    assert len(cli._user_errors()) == len(cli._USER_ERRORS)
