@@ -180,7 +180,9 @@ class AlertingConfig(Strict):
     )
     idle_timeout_s: float = Field(
         default=30.0, gt=0,
-        description="a camera silent this long (wall clock) has its alert ended, then its state dropped",
+        description="a camera silent this long (wall clock) while other records keep arriving has its "
+                    "alert ended, then its state dropped; while nothing arrives at all (broker frozen "
+                    "or down), 4 times this",
     )
     max_cameras: int = Field(default=1024, ge=1, description="cameras whose state (ring buffer, "
                              "alerts) is kept; beyond, the least recently active is finished and dropped")
