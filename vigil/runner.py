@@ -153,6 +153,10 @@ class Pipeline:
             self.detector_metrics = DetectorMetrics(self.registry)
         self.alert_metrics = AlertMetrics(self.registry) if "alert" in self.roles else None
         self._producer = None
+        # The ingest workers' own producer: a Kafka producer reports a failed record to
+        # whichever flush comes next, so a detector or alert flush on a shared one could
+        # swallow a replay frame's failure that ingest must see to send it again.
+        self._ingest_producer = None
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> Pipeline:
@@ -195,9 +199,10 @@ class Pipeline:
             ).start()
         if "ingest" in self.roles:
             assert self.ingest_metrics is not None
+            self._ingest_producer = self.bus.producer() if set(self.roles) - {"ingest"} else self._producer
             for camera in self.cfg.cameras:
                 self.ingest.append(IngestWorker(
-                    camera, self._producer, self.ingest_metrics, self.stop,
+                    camera, self._ingest_producer, self.ingest_metrics, self.stop,
                     wait_for_capacity=self._replay_capacity() if camera.source == "replay" else None,
                     source=replays.get(camera.id),
                 ).start())
@@ -307,6 +312,8 @@ class Pipeline:
             self.alerter.close()
         if self.alert_store is not None:
             self.alert_store.close()
+        if self._ingest_producer is not None and self._ingest_producer is not self._producer:
+            self._ingest_producer.close()
         if self._producer is not None:
             self._producer.close()
         if self.ops is not None:
