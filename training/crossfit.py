@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
 from detector.calibration import Calibration
 from detector.model import SceneModel
+
+Rule = Literal["pooled", "max"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class CrossFit:
     before: Calibration
     after: Calibration
     ordered: tuple[float, ...] = ()  # the pooled scores fold after fold, each in footage order
+    rule: Rule = "pooled"
 
     def ordered_scores(self) -> np.ndarray:
         """The pooled scores in footage order within each fold (for a block bootstrap),
@@ -45,19 +49,22 @@ class CrossFit:
 
     def summary(self) -> dict:
         """For the checkpoint's meta and the CLI's report."""
-        return {"folds": self.folds, "normal_frames": self.frames,
+        return {"folds": self.folds, "normal_frames": self.frames, "rule": self.rule,
                 "threshold_before": self.before.threshold, "threshold_after": self.after.threshold,
                 "method": self.after.method, "fold0_calibration": self.before.to_dict()}
 
 
-def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel]) -> CrossFit:
-    """Re-fit ``model``'s appearance calibration (in place) on the pooled held-out scores
-    of itself and of its fold models.
+def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel], rule: Rule = "pooled") -> CrossFit:
+    """Re-fit ``model``'s appearance calibration (in place) on the held-out scores of itself
+    and of its fold models.
 
     Args:
         model: the deployed scene model, calibrated on its own held-out part (fold 0).
         fold_models: one calibrated model per other fold, each trained without its fold's
             footage and calibrated on it (their ``calibration.normal_scores``).
+        rule: ``pooled``: the threshold fitted on all folds' scores together; ``max``: the
+            highest of the folds' own thresholds (each fold is other seconds of footage;
+            the threshold must hold for the busiest of them), centred on the pooled median.
 
     Returns:
         What changed.
@@ -92,8 +99,15 @@ def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel]) -> CrossFit:
             raise ValueError(f"fold model {i} is not calibrated")
         parts.append(np.asarray(fold.calibration.normal_scores))
     pooled = np.concatenate(parts)
-    model.calibration = Calibration.fit(pooled, before.false_alarm_rate)
-    return CrossFit(len(parts), int(pooled.size), before, model.calibration)
+    fitted = Calibration.fit(pooled, before.false_alarm_rate)
+    if rule == "max":
+        busiest = max((Calibration.fit(p, before.false_alarm_rate) for p in parts), key=lambda c: c.threshold)
+        threshold = max(busiest.threshold, fitted.center + 1e-6)
+        fitted = replace(fitted, threshold=threshold, method=busiest.method)
+    elif rule != "pooled":
+        raise ValueError(f"unknown cross-fit rule {rule!r} (pooled or max)")
+    model.calibration = fitted
+    return CrossFit(len(parts), int(pooled.size), before, model.calibration, rule=rule)
 
 
 def with_order(result: CrossFit, ordered: Sequence[np.ndarray]) -> CrossFit:

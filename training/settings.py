@@ -5,11 +5,39 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from common.config import Strict
 from detector.motion import MotionSettings
 from detector.settings import Reduction
+
+#: The statistics network's input (``sanflow_stats_input``): the image at full size, or
+#: downscaled by 2, 4 or 8 (``detector.sanflow.STATS_INPUTS``; tests check they agree).
+StatsInput = Literal["full", "half", "quarter", "eighth"]
+
+#: Named presets (``training.preset``): the settings each one fills in. Keys given beside
+#: the preset win over its values.
+PRESETS: dict[str, dict[str, Any]] = {
+    # SANFlow as its paper trains it (Kim et al., NeurIPS 2023): 80 epochs (the official
+    # code's 20 meta-epochs of 4 sub-epochs), Adam at 5e-4, a 512-dimensional position
+    # embedding, NLL + 1.0 BCE + 0.2 KL, prior mode 0.1 (window p = 11, the official
+    # code's), anomalies mapped to N(1, sigma^2), the statistics network at full resolution.
+    "sanflow-paper": {
+        "model": "sanflow",
+        "epochs": 80,
+        "lr": 5e-4,
+        "cond_dim": 512,
+        "sanflow_bce_weight": 1.0,
+        "sanflow_kl_weight": 0.2,
+        "sanflow_prior_mode": 0.1,
+        "sanflow_prior_window": 11,
+        "sanflow_margin": 1.0,
+        "sanflow_stats_width": 64,
+        "sanflow_stats_input": "full",
+        "sanflow_fixed_variance": False,
+        "sanflow_augment": True,
+    },
+}
 
 
 class MotionTraining(Strict):
@@ -34,9 +62,13 @@ class TrainSettings(Strict):
 
     A strict model, so the ``training:`` section of a config file is validated against
     exactly these fields. ``reduction``, ``topk`` and ``blur_sigma`` are how the trained
-    model reads its frame score (:func:`training.train.score_settings`).
+    model reads its frame score (:func:`training.train.score_settings`). ``preset`` names a
+    set of values (:data:`PRESETS`) for the fields not given beside it.
     """
 
+    preset: str | None = Field(
+        default=None, description="a named preset (PRESETS, e.g. sanflow-paper) filling in the settings "
+                                  "not given beside it")
     model: Literal["cflow", "sanflow"] = "cflow"
     input_size: int = Field(default=256, ge=32)
     epochs: int = Field(default=20, ge=1)
@@ -60,7 +92,10 @@ class TrainSettings(Strict):
     # Cross-fitting: the threshold from every fold of the footage (1 / holdout_fraction
     # folds), each scored by a model that did not train on it; one extra training per fold.
     cross_fit: bool = False
-    cross_fit_epochs: int | None = Field(default=None, ge=1)  # the fold models' (None: ``epochs``)
+    cross_fit_epochs: int | None = Field(default=None, ge=1)  # the fold models' (None: half of ``epochs``)
+    # max: the highest fold's own threshold (chosen on campus seed 1, see README);
+    # pooled: the threshold fitted on all folds' scores together.
+    cross_fit_rule: Literal["pooled", "max"] = "max"
     frame_stride: int = Field(default=1, ge=1)
     max_frames_per_video: int | None = Field(default=None, ge=1)
     motion: MotionTraining = Field(default_factory=MotionTraining)
@@ -77,6 +112,24 @@ class TrainSettings(Strict):
     sanflow_jitter: float = Field(default=0.1, ge=0, le=0.5)  # colour jitter of pasted regions
     sanflow_flip_prob: float = Field(default=0.5, ge=0, le=1)  # per axis
     sanflow_border: float = Field(default=4.0, ge=0, le=32)  # softened edge, px at a 256 px input
+    sanflow_margin: float = Field(default=1.0, gt=0, le=100)  # anomalies' base: N(margin, sigma^2)
+    # The statistics network's input: full (the paper's), or the image downscaled by 2, 4 or 8
+    # (a quarter, 1/16 or 1/64 of its cost; the variance is only read at strides 8-32).
+    sanflow_stats_input: StatsInput = "full"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str | None) -> str | None:
+        if name is not None and name not in PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return name
 
     def with_changes(self, **changes: Any) -> TrainSettings:
         """A validated copy with ``changes`` (what ``dataclasses.replace`` did).
@@ -86,5 +139,12 @@ class TrainSettings(Strict):
 
         Returns:
             The new settings; a ``pydantic.ValidationError`` names a bad field or value.
+
+        Raises:
+            ValueError: ``changes`` change the preset (a preset fills in the settings when
+                they are made, from the fields not given beside it; a copy has them all).
         """
+        if "preset" in changes and changes["preset"] != self.preset:
+            raise ValueError("a copy cannot change the training preset: give it when the settings are made "
+                             "(training.preset, or TrainSettings(preset=...))")
         return type(self).model_validate({**self.model_dump(), **changes})

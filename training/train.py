@@ -166,7 +166,8 @@ def train_sanflow_head(
                 anomalous = cells[layer].reshape(-1)[idx]
                 raw = leaves[layer].permute(0, 2, 3, 1).reshape(-1, 2)[idx] if leaves else None
                 loss, parts = head.fiber_loss(layer, fibers, cond, raw, anomalous,
-                                              settings.sanflow_bce_weight, settings.sanflow_kl_weight)
+                                              settings.sanflow_bce_weight, settings.sanflow_kl_weight,
+                                              settings.sanflow_margin)
                 schedule.fiber_step(flow_opt, loss)
                 batch_steps += 1
                 n = idx.shape[0]
@@ -214,7 +215,8 @@ def head_config(settings: TrainSettings, feature_dims: Sequence[int]) -> dict:
     if settings.model == "sanflow":
         config.update(stats_width=settings.sanflow_stats_width, prior_mode=settings.sanflow_prior_mode,
                       prior_window=settings.sanflow_prior_window,
-                      fixed_variance=settings.sanflow_fixed_variance)
+                      fixed_variance=settings.sanflow_fixed_variance,
+                      stats_input=settings.sanflow_stats_input)
     return config
 
 
@@ -398,7 +400,7 @@ def train_scene(
         holdout_nll, settings.input_size, model.settings, settings.position_norm,
         settings.false_alarm_rate,
     )
-    crossed = cross_fit(model, fold_models) if fold_models else None
+    crossed = cross_fit(model, fold_models, settings.cross_fit_rule) if fold_models else None
     motion_history = (train_motion(model, train_frames, holdout_frames, holdout_nll, settings, train_runs,
                                    holdout_runs, progress) if settings.motion.enabled else [])
     return TrainResult(model, history, holdout_nll, time.perf_counter() - start, motion_history, crossed)
@@ -418,7 +420,7 @@ def train_footage(
     all) an appearance model of the same settings and seed trains without that fold's
     footage and scores it (:mod:`training.crossfit`); the deployed model, trained exactly as
     without cross-fitting, gets its threshold from all folds' scores. It costs one extra
-    training per extra fold (of ``settings.cross_fit_epochs`` epochs).
+    training per extra fold (of ``settings.cross_fit_epochs`` epochs; default half of ``epochs``).
 
     Args:
         encoder: the frozen encoder.
@@ -435,7 +437,7 @@ def train_footage(
     if settings.cross_fit:
         k = footage.folds(settings.holdout_fraction)
         appearance = settings.with_changes(motion=settings.motion.model_copy(update={"enabled": False}),
-                                           epochs=settings.cross_fit_epochs or settings.epochs)
+                                           epochs=settings.cross_fit_epochs or max(1, settings.epochs // 2))
         for fold in range(1, k):
             if on_fold is not None:
                 on_fold(fold, k)

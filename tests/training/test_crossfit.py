@@ -103,3 +103,16 @@ def test_train_footage_cross_fitted_trains_one_model_per_fold_and_pools_them(
     assert summary["cross_fit"]["folds"] == 4 and summary["holdout"] == plain.summary["holdout"]
     without, _ = train_footage(encoder, footage, settings.with_changes(cross_fit=False), progress=False)
     assert without.cross_fit is None and without.model.calibration == alone.model.calibration
+
+
+def test_cross_fit_max_rule_holds_for_the_busiest_fold() -> None:
+    rng = np.random.default_rng(1)
+    quiet, busy = rng.normal(size=100), rng.normal(size=100) + 3.0
+    model = _calibrated(quiet)
+    result = cross_fit(model, [_calibrated(busy)], rule="max")
+    assert result.rule == "max" and result.summary()["rule"] == "max"
+    assert model.calibration.threshold == Calibration.fit(busy, 0.001).threshold
+    assert model.calibration.center == float(np.median(np.concatenate([quiet, busy])))
+    assert model.calibration.threshold > result.before.threshold  # the quiet fold's own
+    with pytest.raises(ValueError, match="unknown cross-fit rule 'mean'"):
+        cross_fit(_calibrated(quiet), [_calibrated(busy)], rule="mean")  # type: ignore[arg-type]
