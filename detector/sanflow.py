@@ -5,9 +5,9 @@ Localization", NeurIPS 2023. The flows are CFLOW-AD's (:mod:`detector.cflow`); w
 is the base distribution. A small statistics network ``h`` reads the input image and
 predicts, at every location, the parameters (α, β) of an inverse-gamma distribution over
 the variance σ² of that location's base distribution. Normal fibers are mapped to
-N(0, σ² I), synthetic anomalies (:mod:`training.augment`) to N(1, σ² I). Training
-(:mod:`training.train`) maximises the likelihood in its expectation form over
-σ² ~ IG(α, β) (per dimension)::
+N(0, σ² I), synthetic anomalies (:mod:`training.augment`) to N(m, σ² I) (the margin m, 1
+in every dimension by default). Training (:mod:`training.train`) maximises the likelihood
+in its expectation form over σ² ~ IG(α, β) (per dimension)::
 
     E log N(z; μ, σ²) = -½ log 2π - ½ (log β - ψ(α)) - α/(2β) (z - μ)²
 
@@ -25,9 +25,14 @@ The head needs the input images besides the features (``needs_images``), unless 
 trained with a fixed variance (the ablation without the statistics network: σ² = ξ
 everywhere).
 
-Cost: the statistics network runs at the full input resolution, as in the paper and its
-code; at 256 × 256 with 64 filters that is about 7.4 GMAC per frame -- over ten times the
-default EfficientNet-Lite0 encoder, about half a WRN-50 -- and the flows are unchanged.
+Cost: by default (``stats_input="full"``) the statistics network runs at the full input
+resolution, as in the paper and its code; at 256 × 256 with 64 filters that is about
+7.4 GMAC per frame -- over ten times the default EfficientNet-Lite0 encoder, about half a
+WRN-50 -- and the flows are unchanged. The variance is only read at the feature grids
+(strides 8, 16 and 32), so ``stats_input`` may run the network on the image downscaled by
+2, 4 or 8 (area averaging): a quarter, a sixteenth or a sixty-fourth of the cost, with a
+receptive field that many times wider in image pixels. That is a deviation from the
+paper, recorded in the checkpoint's head config (a checkpoint without it is ``full``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,23 @@ from detector.cflow import LOG_2PI, CFlowHead
 STATS_RANGE = 8.0
 # Input normalisation of the statistics network: images in [0, 1] -> about [-2, 2].
 IMAGE_CENTER, IMAGE_SCALE = 0.5, 0.25
+#: The statistics network's input: the image downscaled by this factor (``stats_input``).
+STATS_INPUTS: dict[str, int] = {"full": 1, "half": 2, "quarter": 4, "eighth": 8}
+
+
+def stats_input_factor(name: str) -> int:
+    """The downscaling factor of a ``stats_input`` name; a ValueError names an unknown one."""
+    if name not in STATS_INPUTS:
+        raise ValueError(f"unknown SANFlow stats_input {name!r}; known: {', '.join(STATS_INPUTS)}")
+    return STATS_INPUTS[name]
+
+
+def statistics_macs(size: int, width: int = 64, layers: int = 5, stats_input: str = "full") -> int:
+    """Multiply-accumulates of one frame through :class:`StatisticsNet` at a ``size`` x
+    ``size`` input (its 3×3 convolutions; batch norms and ReLUs left out)."""
+    side = max(1, size // stats_input_factor(stats_input))
+    per_pixel = 9 * (3 * width + (layers - 2) * width * width + width * 2)
+    return side * side * per_pixel
 
 
 def prior_parameters(window: int, mode: float) -> tuple[float, float]:
@@ -173,8 +195,11 @@ class SANFlowHead(CFlowHead):
         prior_mode: float = 0.1,
         prior_window: int = 11,
         fixed_variance: bool = False,
+        stats_input: str = "full",
     ) -> None:
         super().__init__(feature_dims, cond_dim, blocks, clamp, chunk)
+        self.stats_factor = stats_input_factor(stats_input)
+        self.stats_input = stats_input
         self.stats_width = stats_width
         self.prior_mode = prior_mode
         self.prior_window = prior_window
@@ -193,13 +218,21 @@ class SANFlowHead(CFlowHead):
             "prior_mode": self.prior_mode,
             "prior_window": self.prior_window,
             "fixed_variance": self.fixed_variance,
+            "stats_input": self.stats_input,
         }
 
     # ------------------------------------------------------------------ variance
     def statistics_maps(self, images: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
-        """The statistics network's raw output (B, 2, H_l, W_l), area-averaged to each grid."""
+        """The statistics network's raw output (B, 2, H_l, W_l), area-averaged to each grid.
+
+        The network reads ``images`` downscaled by the ``stats_input`` factor (area
+        averaging; ``full``: the images as they are)."""
         if self.stats is None:
             raise RuntimeError("a fixed-variance SANFlow head has no statistics network")
+        if self.stats_factor > 1:
+            f = self.stats_factor
+            h, w = images.shape[-2:]
+            images = F.interpolate(images, size=(max(1, h // f), max(1, w // f)), mode="area")
         raw = self.stats(images)
         return [F.interpolate(raw, size=tuple(s), mode="area") for s in sizes]
 
@@ -250,6 +283,7 @@ class SANFlowHead(CFlowHead):
         anomalous: torch.Tensor,
         bce_weight: float = 1.0,
         kl_weight: float = 0.2,
+        margin: float = 1.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """SANFlow's training loss on a fiber batch, and its parts (detached, per fiber).
 
@@ -257,7 +291,8 @@ class SANFlowHead(CFlowHead):
         for a fixed-variance head); ``anomalous`` (N,) bool: the fiber is inside a synthetic
         anomaly. Every term is per feature dimension, as CFLOW-AD's -log σ(log p / D):
 
-        - NLL: -log σ(E log p / D) under N(0, σ²) at normal fibers, N(1, σ²) at anomalous ones;
+        - NLL: -log σ(E log p / D) under N(0, σ²) at normal fibers, N(m, σ²) at anomalous
+          ones, m = ``margin`` in every dimension (the paper's and its code's: 1);
         - BCE of s(z) = p̄_n / (p̄_n + p̄_a), p̄ = p^(1/D) (per-dimension likelihoods), against
           "normal", with σ² from the network but not trained by this term;
         - KL(IG(α, β) || prior) / D at every fiber (the ELBO's one KL per location, shared by
@@ -275,7 +310,7 @@ class SANFlowHead(CFlowHead):
                 raise ValueError("this SANFlow head predicts variances: raw_stats is required")
             log_var = math.log(self.prior_mode)
             lp_normal = variance_log_prob(z, log_det, log_var, 0.0)
-            lp_anomaly = variance_log_prob(z, log_det, log_var, 1.0)
+            lp_anomaly = variance_log_prob(z, log_det, log_var, margin)
             precision = torch.full_like(log_det, 1.0 / self.prior_mode)
             kl = zero
         else:
@@ -283,13 +318,13 @@ class SANFlowHead(CFlowHead):
             la_n = torch.where(anomalous, log_alpha.detach(), log_alpha)
             lb_n = torch.where(anomalous, log_beta.detach(), log_beta)
             lp_normal = expected_log_prob(z, log_det, la_n, lb_n, 0.0)
-            lp_anomaly = expected_log_prob(z, log_det, log_alpha.detach(), log_beta.detach(), 1.0)
+            lp_anomaly = expected_log_prob(z, log_det, log_alpha.detach(), log_beta.detach(), margin)
             precision = torch.exp(log_alpha - log_beta).detach()  # E[1/σ²] = α/β
             kl = inverse_gamma_kl(log_alpha, log_beta, self.prior_alpha, self.prior_beta) / dim
         log_p = torch.where(anomalous, lp_anomaly, lp_normal)
         nll = -F.logsigmoid(log_p / dim)
-        # log p_n - log p_a under the same σ²: -(α/2β)(||z||² - ||z - 1||²); log|det J| cancels.
-        logit = -0.5 * precision * (z.pow(2).sum(1) - (z - 1).pow(2).sum(1)) / dim
+        # log p_n - log p_a under the same σ²: -(α/2β)(||z||² - ||z - m||²); log|det J| cancels.
+        logit = -0.5 * precision * (z.pow(2).sum(1) - (z - margin).pow(2).sum(1)) / dim
         bce = F.binary_cross_entropy_with_logits(logit, (~anomalous).to(logit.dtype), reduction="none")
         loss = (nll + bce_weight * bce + kl_weight * kl).mean()
         parts = {

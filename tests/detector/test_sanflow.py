@@ -7,16 +7,21 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import integrate, stats
+from torch import nn
 
 from detector.model import SceneModel, build_head
 from detector.sanflow import (
+    STATS_INPUTS,
     SANFlowHead,
+    StatisticsNet,
     expected_log_prob,
     grid_masks,
     inverse_gamma_kl,
     mode_log_variance,
     prior_parameters,
+    statistics_macs,
     variance_log_prob,
 )
 
@@ -210,6 +215,58 @@ def test_build_head_from_config_round_trip() -> None:
     rebuilt.load_state_dict(head.state_dict(), strict=True)
 
 
+def test_an_old_head_config_builds_the_full_resolution_network() -> None:
+    config = _head().config()
+    assert config["stats_input"] == "full"
+    del config["stats_input"]  # what checkpoints written before the setting hold
+    assert build_head("sanflow", config).stats_input == "full"
+    with pytest.raises(ValueError, match="'sixteenth'.*full, half, quarter, eighth"):
+        _head(stats_input="sixteenth")
+
+
+@pytest.mark.parametrize("stats_input", ["half", "quarter", "eighth"])
+def test_cheaper_statistics_network_reads_the_downscaled_image(stats_input: str) -> None:
+    full = _head()
+    _perturb_statistics(full)
+    full.eval()
+    cheap = _head(stats_input=stats_input).eval()
+    cheap.load_state_dict(full.state_dict(), strict=True)  # same weights, any input size
+    assert cheap.config()["stats_input"] == stats_input
+    feats, images = _inputs(2)
+    sizes = [tuple(f.shape[2:]) for f in feats]
+    factor = STATS_INPUTS[stats_input]
+    small = F.interpolate(images, size=(32 // factor, 32 // factor), mode="area")
+    with torch.no_grad():
+        got = cheap.statistics_maps(images, sizes)
+        expected = full.statistics_maps(small, sizes)
+        assert [tuple(g.shape) for g in got] == [(2, 2, 8, 8), (2, 2, 4, 4)]
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e)
+        # ... which is not what the full-resolution network predicts
+        assert not torch.allclose(got[0], full.statistics_maps(images, sizes)[0], atol=1e-4)
+        assert all(torch.isfinite(m).all() for m in cheap(feats, images))
+
+
+def test_statistics_cost_shrinks_with_the_square_of_the_factor() -> None:
+    # The paper's network at 256 x 256: 7.4 GMAC per frame.
+    assert statistics_macs(256) == 256 * 256 * 9 * (3 * 64 + 3 * 64 * 64 + 64 * 2)
+    assert statistics_macs(256) / 1e9 == pytest.approx(7.44, abs=0.01)
+    for name, factor in STATS_INPUTS.items():
+        assert statistics_macs(256, stats_input=name) * factor**2 == statistics_macs(256)
+    # The formula counts what the network's convolutions do.
+    net, counted = StatisticsNet(8), []
+
+    def count(module: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
+        counted.append(out.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(count)
+    with torch.no_grad():
+        net(torch.rand(1, 3, 16, 16))
+    assert sum(counted) == statistics_macs(64, width=8, stats_input="quarter")
+
+
 # --------------------------------------------------------------------------- loss
 
 
@@ -244,6 +301,32 @@ def test_loss_terms_and_their_switches() -> None:
     target = (~anomalous).float()
     bce = -(target * (lp_n - log_total) + (1 - target) * (lp_a - log_total))
     torch.testing.assert_close(parts["bce"], bce.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_margin_is_the_mean_of_the_anomalies_base() -> None:
+    head = _head()
+    fibers, cond, raw, anomalous = _loss_inputs(head)
+    default, parts = head.fiber_loss(0, fibers, cond, raw, anomalous)
+    one, _ = head.fiber_loss(0, fibers, cond, raw, anomalous, margin=1.0)
+    torch.testing.assert_close(default, one)
+    loss, two = head.fiber_loss(0, fibers, cond, raw, anomalous, margin=2.0)
+    z, log_det = head.flows[0](fibers, c=[cond])
+    la, lb = head.log_alpha_beta(raw.detach())
+    lp_n = expected_log_prob(z, log_det, la, lb, 0.0) / 6
+    lp_a = expected_log_prob(z, log_det, la, lb, 2.0) / 6
+    log_total = torch.logaddexp(lp_n, lp_a)
+    target = (~anomalous).float()
+    bce = -(target * (lp_n - log_total) + (1 - target) * (lp_a - log_total))
+    torch.testing.assert_close(two["bce"], bce.detach(), atol=1e-4, rtol=1e-4)
+    nll = -F.logsigmoid(torch.where(anomalous, lp_a, lp_n))
+    torch.testing.assert_close(two["nll"], nll.detach(), atol=1e-5, rtol=1e-5)
+    # Normal fibers do not see the margin in their NLL.
+    torch.testing.assert_close(two["nll"][~anomalous], parts["nll"][~anomalous])
+    fixed = _head(fixed_variance=True)
+    _, fixed_two = fixed.fiber_loss(0, fibers, cond, None, anomalous, margin=2.0)
+    z, log_det = fixed.flows[0](fibers, c=[cond])
+    lp = variance_log_prob(z, log_det, math.log(0.1), 2.0) / 6
+    torch.testing.assert_close(fixed_two["nll"][anomalous], -F.logsigmoid(lp[anomalous]).detach())
 
 
 def test_anomalies_train_the_variance_only_through_the_kl() -> None:
@@ -332,3 +415,36 @@ def test_sanflow_scene_checkpoint_scorer_and_worker(
             image = FrameMessage.from_image(clip_frames[s.seq], camera="x", scene="x", seq=0, ts=0,
                                             source="replay").image()
             assert s.score == pytest.approx(scorer.score_batch([image])[0].score, abs=1e-4)
+
+
+def test_checkpoint_records_the_statistics_input(encoder, sanflow_model: SceneModel, clip_frames,
+                                                 tmp_path) -> None:
+    import dataclasses
+    import json
+
+    from detector.checkpoint import load_checkpoint, save_checkpoint, to_checkpoint
+    from detector.scorer import FrameScorer
+    from scenes.checkpoint import write_checkpoint
+
+    frames = clip_frames[:2]
+    before = FrameScorer(encoder, sanflow_model).score_batch(frames)
+    # A checkpoint written before the setting existed has no stats_input: it is the full network.
+    tensors, meta = to_checkpoint(sanflow_model)
+    assert meta["head"]["stats_input"] == "full"
+    del meta["head"]["stats_input"]
+    old, _ = load_checkpoint(write_checkpoint(tmp_path / "old", tensors, meta))
+    assert old.head.stats_input == "full" and old.head.stats_factor == 1
+    after = FrameScorer(encoder, old).score_batch(frames)
+    assert [r.score for r in after] == pytest.approx([r.score for r in before], abs=1e-6)
+    # A quarter-resolution head keeps its choice through a checkpoint.
+    head = build_head("sanflow", {**sanflow_model.head.config(), "stats_input": "quarter"})
+    head.load_state_dict(sanflow_model.head.state_dict(), strict=True)
+    quarter = dataclasses.replace(sanflow_model, head=head.eval())
+    folder = save_checkpoint(quarter, tmp_path / "quarter")
+    assert json.loads((folder / "meta.json").read_text())["head"]["stats_input"] == "quarter"
+    loaded, _ = load_checkpoint(folder)
+    assert loaded.head.stats_input == "quarter"
+    q_before = FrameScorer(encoder, quarter).score_batch(frames)
+    q_after = FrameScorer(encoder, loaded).score_batch(frames)
+    assert [r.score for r in q_after] == pytest.approx([r.score for r in q_before], abs=1e-6)
+    assert not np.allclose([r.raw for r in q_after], [r.raw for r in before], atol=1e-3)

@@ -3,15 +3,37 @@ score settings a trained model gets derived from them."""
 
 from __future__ import annotations
 
+import typing
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
 
 from detector.anomaly_map import frame_score
-from detector.model import ScoreSettings
+from detector.model import ScoreSettings, build_head
+from detector.sanflow import STATS_INPUTS
 from training.augment import AugmentSettings
-from training.settings import TrainSettings
-from training.train import augment_settings, score_settings, settings_summary
+from training.settings import PRESETS, StatsInput, TrainSettings
+from training.train import augment_settings, head_config, score_settings, settings_summary
+from vigil.config import ConfigError, load_config, parse_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# SANFlow's paper settings (Kim et al., NeurIPS 2023; window p from its official code).
+PAPER = {
+    "model": "sanflow", "epochs": 80, "lr": 5e-4, "cond_dim": 512, "sanflow_bce_weight": 1.0,
+    "sanflow_kl_weight": 0.2, "sanflow_prior_mode": 0.1, "sanflow_prior_window": 11,
+    "sanflow_margin": 1.0, "sanflow_stats_width": 64, "sanflow_stats_input": "full",
+    "sanflow_fixed_variance": False, "sanflow_augment": True,
+}
+# The ordinary defaults of the same fields (CFLOW-AD's reference settings and the CPU budget).
+DEFAULTS = {
+    "model": "cflow", "epochs": 20, "lr": 2e-4, "cond_dim": 128, "sanflow_bce_weight": 1.0,
+    "sanflow_kl_weight": 0.2, "sanflow_prior_mode": 0.1, "sanflow_prior_window": 11,
+    "sanflow_margin": 1.0, "sanflow_stats_width": 64, "sanflow_stats_input": "full",
+    "sanflow_fixed_variance": False, "sanflow_augment": True,
+}
 
 
 def test_settings_are_strict() -> None:
@@ -72,3 +94,61 @@ def test_frame_score_has_no_defaults_of_its_own() -> None:
         frame_score(maps, "topk")
     settings = ScoreSettings(reduction="topk", topk=0.05)
     assert frame_score(maps, settings.reduction, settings.topk).item() == pytest.approx(97.0)
+
+
+def _values(settings: TrainSettings, keys) -> dict:
+    return {k: getattr(settings, k) for k in keys}
+
+
+def test_sanflow_paper_preset_gives_the_paper_values_and_nothing_else() -> None:
+    paper = TrainSettings(preset="sanflow-paper")
+    assert _values(paper, PAPER) == PAPER
+    assert paper.preset == "sanflow-paper"
+    rest = [k for k in TrainSettings.model_fields if k not in PAPER and k != "preset"]
+    assert _values(paper, rest) == _values(TrainSettings(), rest)
+    assert set(PRESETS) == {"sanflow-paper"} and set(PRESETS["sanflow-paper"]) == set(PAPER)
+
+
+def test_ordinary_defaults_are_unchanged() -> None:
+    defaults = TrainSettings()
+    assert defaults.preset is None
+    assert _values(defaults, DEFAULTS) == DEFAULTS
+
+
+def test_keys_beside_a_preset_win_and_copies_keep_it() -> None:
+    quick = TrainSettings(preset="sanflow-paper", epochs=4, sanflow_stats_input="quarter")
+    assert (quick.epochs, quick.sanflow_stats_input, quick.lr, quick.cond_dim) == (4, "quarter", 5e-4, 512)
+    copy = quick.with_changes(seed=3)
+    assert (copy.epochs, copy.lr, copy.seed, copy.preset) == (4, 5e-4, 3, "sanflow-paper")
+    assert TrainSettings(**settings_summary(quick)) == quick  # what a checkpoint's meta holds
+    with pytest.raises(ValueError, match="cannot change the training preset"):
+        TrainSettings().with_changes(preset="sanflow-paper")
+
+
+def test_unknown_preset_is_an_error_naming_it() -> None:
+    with pytest.raises(ValidationError, match="unknown training preset 'sanflow-papr'; known: sanflow-paper"):
+        TrainSettings(preset="sanflow-papr")
+    with pytest.raises(ConfigError, match="cfg: training.preset: .*unknown training preset 'paper'"):
+        parse_config({"training": {"preset": "paper"}}, "cfg")
+    # A bad value beside a preset is still named.
+    with pytest.raises(ConfigError, match="training.sanflow_stats_input"):
+        parse_config({"training": {"preset": "sanflow-paper", "sanflow_stats_input": "tiny"}})
+
+
+def test_shipped_paper_config_is_the_preset() -> None:
+    cfg = load_config(CONFIGS / "sanflow-paper.yaml")
+    assert cfg.training == TrainSettings(preset="sanflow-paper")
+    assert _values(cfg.training, PAPER) == PAPER
+    assert load_config(CONFIGS / "default.yaml").training.preset is None
+
+
+def test_stats_input_settings_reach_the_head() -> None:
+    assert set(typing.get_args(StatsInput)) == set(STATS_INPUTS)
+    for name in STATS_INPUTS:
+        config = head_config(TrainSettings(model="sanflow", sanflow_stats_input=name), [8, 16])
+        assert config["stats_input"] == name
+        assert build_head("sanflow", config).stats_input == name
+    assert "stats_input" not in head_config(TrainSettings(), [8, 16])  # CFLOW-AD has no statistics network
+    for bad in (dict(sanflow_stats_input="sixteenth"), dict(sanflow_margin=0.0), dict(sanflow_margin=-1.0)):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            TrainSettings(**bad)
