@@ -138,5 +138,16 @@ def load_config(path: str | Path | None) -> VigilConfig:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
+        raise ConfigError(f"cannot read config {path}: {_without_snippets(exc)}") from None
     return parse_config(data, str(path))
+
+
+def _without_snippets(exc: BaseException) -> BaseException:
+    """A YAML error without its copies of the offending line: PyYAML cuts that line at a
+    fixed width, and a URL cut inside its password no longer reads as a URL that redaction
+    can find. Line and column stay in the message."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        for mark in (exc.context_mark, exc.problem_mark):
+            if mark is not None:
+                mark.buffer = None
+    return exc
