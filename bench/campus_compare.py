@@ -22,7 +22,8 @@ The benchmark folder is written by ``python ../shared/bench/make_campus_bench.py
 
 Ablation rows (``--ablations``, comma-separated or ``all``): ``no-bce``
 (sanflow_bce_weight 0), ``no-kl`` (sanflow_kl_weight 0), ``no-augment`` (no synthetic
-anomalies), ``fixed-variance`` (no statistics network; sigma^2 = prior mode).
+anomalies), ``fixed-variance`` (no statistics network; sigma^2 = prior mode), ``stats-half`` /
+``stats-quarter`` / ``stats-eighth`` (the statistics network on a downscaled image).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ ABLATIONS = {
     "no-kl": {"sanflow_kl_weight": 0.0},
     "no-augment": {"sanflow_augment": False},
     "fixed-variance": {"sanflow_fixed_variance": True},
+    # The cheaper statistics networks (sanflow_stats_input), measured deviations from the paper.
+    "stats-half": {"sanflow_stats_input": "half"},
+    "stats-quarter": {"sanflow_stats_input": "quarter"},
+    "stats-eighth": {"sanflow_stats_input": "eighth"},
 }
 
 
@@ -156,6 +161,11 @@ def _parse_set(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        if key.strip() == "preset":
+            # Every row is a full dump of the settings, and keys given beside a preset win
+            # over its values: the preset's name would be recorded, none of its values used.
+            raise SystemExit("--set preset=... is not supported here: every row gives every key, so a "
+                             "preset's values would not apply; --set its keys one by one")
         out[key.strip()] = yaml.safe_load(value)
     return out
 
