@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from alerting.events import AlertRecord
@@ -34,6 +37,23 @@ class StoreWriteError(StoreError):
         cause = exc.strerror or str(exc)
         name = errno.errorcode.get(exc.errno, "") if isinstance(exc.errno, int) else ""
         super().__init__(f"cannot write {path}: {cause}" + (f" ({name})" if name else ""))
+
+
+def write_atomic(path: Path, data: bytes, tmp: Path | None = None) -> None:
+    """Replace ``path`` by ``data`` all at once, through ``tmp`` (default ``.NAME.tmp`` beside
+    it), fsynced: :class:`StoreWriteError` if it cannot be written, and then the old file is
+    untouched and no temporary file is left."""
+    tmp = tmp or path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StoreWriteError(path, exc) from exc
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 from alerting.config import LocalStoreConfig
 from alerting.events import AlertRecord, EventError, check_event
-from alerting.store.base import AlertWrite, PutResult, StoreError, StoreWriteError
+from alerting.store.base import AlertWrite, PutResult, StoreError, StoreWriteError, write_atomic
 from common.ids import is_camera_id
 
 __all__ = ["LocalStore"]
@@ -41,22 +41,6 @@ _ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 def _is_alert_id(value: object) -> bool:
     return isinstance(value, str) and _ALERT_ID.fullmatch(value) is not None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` all at once (:class:`StoreWriteError` if it cannot be written;
-    the old file is then untouched and no temporary file is left)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StoreWriteError(path, exc) from exc
 
 
 def _read_json(path: Path) -> Any:
@@ -139,9 +123,9 @@ class LocalStore:
             stored = current is None or int(current["record"]["version"]) <= rec.version
             if stored:
                 if write.clip:
-                    _write_atomic(self.root / self.clip_key(rec.alert_id), write.clip)
+                    write_atomic(self.root / self.clip_key(rec.alert_id), write.clip)
                 if write.snapshot:
-                    _write_atomic(self.root / self.snapshot_key(rec.alert_id), write.snapshot)
+                    write_atomic(self.root / self.snapshot_key(rec.alert_id), write.snapshot)
                 record_json = rec.to_json()
             else:
                 assert current is not None
@@ -160,7 +144,7 @@ class LocalStore:
                     publish = True
                 else:
                     publish = mark == 0
-            _write_atomic(path, json.dumps({"record": record_json, "events": markers}).encode())
+            write_atomic(path, json.dumps({"record": record_json, "events": markers}).encode())
             if event_id is not None:
                 self._unrecorded.pop(event_id, None)
             if current is None:
@@ -169,7 +153,7 @@ class LocalStore:
             index = index if isinstance(index, dict) else {}
             if index.get(rec.alert_id) != rec.start_ts:
                 index[rec.alert_id] = rec.start_ts
-                _write_atomic(index_path, json.dumps(index).encode())
+                write_atomic(index_path, json.dumps(index).encode())
             if (time.monotonic() - self._last_purge > self.PURGE_EVERY_S
                     or self._alerts > self.cfg.max_alerts + max(10, self.cfg.max_alerts // 10)):
                 self._purge_quietly()
@@ -191,7 +175,7 @@ class LocalStore:
             for e in event_ids:
                 if e in current["events"]:
                     current["events"][e] = 1
-            _write_atomic(path, json.dumps(current).encode())
+            write_atomic(path, json.dumps(current).encode())
 
     def _append_event(self, event: dict[str, Any]) -> None:
         """Append one line to the event log, all of it or nothing (a partial line is cut off)."""
@@ -244,7 +228,7 @@ class LocalStore:
     def _trim_events(self, keep: Any) -> None:
         entries = self._read_events()
         kept = [e for i, e in enumerate(entries) if keep(e, i, len(entries))]
-        _write_atomic(self.events_path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in kept)
+        write_atomic(self.events_path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in kept)
                       .encode())
         self._event_lines = len(kept)
 
@@ -297,7 +281,7 @@ class LocalStore:
         if is_camera_id(camera):
             index = _read_json(self._index_path(camera))
             if isinstance(index, dict) and index.pop(alert_id, None) is not None:
-                _write_atomic(self._index_path(camera), json.dumps(index).encode())
+                write_atomic(self._index_path(camera), json.dumps(index).encode())
 
     # -- reads
     def get(self, alert_id: str) -> AlertRecord | None:

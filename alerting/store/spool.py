@@ -20,7 +20,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from alerting.store.base import SpoolFullError, StoreError, StoreWriteError
+from alerting.store.base import SpoolFullError, StoreError, StoreWriteError, write_atomic
 
 __all__ = ["CorruptSpoolEntry", "Spool"]
 
@@ -62,17 +62,7 @@ class Spool:
             raise SpoolFullError(f"alert spool {self.dir} is full ({self.count} writes, {self.bytes} bytes; "
                             f"limits {self.max_entries} / {self.max_bytes})")
         path = self.dir / f"{self._next:012d}.spool"
-        tmp = path.with_suffix(".tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise StoreWriteError(tmp, exc) from exc
+        write_atomic(path, data, path.with_suffix(".tmp"))
         _fsync_dir(self.dir)
         self._next += 1
         self.count += 1

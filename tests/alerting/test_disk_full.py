@@ -230,14 +230,14 @@ def test_an_event_line_that_cannot_be_appended_whole_is_cut_off(tmp_path, monkey
 
 def test_a_retried_write_does_not_append_its_event_twice(tmp_path, monkeypatch) -> None:
     store = LocalStore(LocalStoreConfig(dir=tmp_path / "alerts"))
-    write_atomic = local_mod._write_atomic
+    write_atomic = local_mod.write_atomic
 
     def record_write_fails(path, data):
         if path.parent.name == "alerts":
             raise StoreWriteError(path, ENOSPC)
         write_atomic(path, data)
 
-    monkeypatch.setattr(local_mod, "_write_atomic", record_write_fails)
+    monkeypatch.setattr(local_mod, "write_atomic", record_write_fails)
     w = write(record("cam-000000001", start_seq=1, version=1))
     with pytest.raises(StoreWriteError):
         store.put(w)  # the event line went in, the record (with its marker) did not
