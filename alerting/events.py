@@ -12,12 +12,14 @@
      "threshold": 1.0, "exit_threshold": 0.8, "model": "01:cflow:4be0c1a2e9f1",
      "region": {"x0": 310, "y0": 200, "x1": 352, "y1": 260, "width": 768, "height": 576},
      "clip_key": "vigil:clip:gate-000000057", "snapshot_key": "vigil:snap:gate-000000057",
-     "clip_ready": false, "clip_frames": 0}
+     "clip_ready": false, "clip_frames": 0, "provisional": false}
 
 ``region`` is the box of the hottest area of the peak frame's map in frame pixels
 (``x0 <= x < x1``), or null; the clip exists once ``clip_ready`` is true (the ``end`` event,
 after the post-roll); the snapshot (the peak frame so far) exists from the ``start`` event on
-unless ``snapshot_key`` is null.
+unless ``snapshot_key`` is null. ``provisional`` is true for an alert decided on scores of
+the camera's learning period (its threshold was still being learned); events of older
+writers lack it, read as false.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class AlertRecord:
     clip_first_seq: int | None = None
     clip_last_seq: int | None = None
     written_ms: int = 0  # wall clock of the write (retention of the local store)
+    provisional: bool = False  # decided during the camera's learning period
 
     @classmethod
     def from_state(cls, state: AlertState, *, status: Status, version: int, clip_key: str,
@@ -136,7 +139,7 @@ class AlertRecord:
             "exit_threshold": self.exit_threshold, "model": self.model,
             "region": self.region.to_json() if self.region is not None else None,
             "clip_key": self.clip_key, "snapshot_key": self.snapshot_key, "clip_ready": self.clip_ready,
-            "clip_frames": self.clip_frames,
+            "clip_frames": self.clip_frames, "provisional": self.provisional,
         }
 
 

@@ -15,6 +15,10 @@ alert role idempotent under redelivery and replays.
   alert starts for ``cooldown_s``.
 
 The peak (score, seq, ts) covers the frames from ``onset_seq`` on.
+
+**Provisional** -- an alert is provisional when any score it was decided on (the window
+that started it, and every frame while it is open) was provisional: scored during the
+camera's learning period, while its threshold was still being learned (``detector.learning``).
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class AlertState:
     peak_ts: int
     end_seq: int | None = None
     end_ts: int | None = None
+    #: decided on scores of the camera's learning period (see the module docstring)
+    provisional: bool = False
     #: low-water seq: replaying scores from here reproduces this alert (window before the start)
     anchor_seq: int = 0
 
@@ -78,6 +84,7 @@ class _Scored:
     ts: int
     score: float
     hit: bool
+    provisional: bool = False
 
 
 class AlertLifecycle:
@@ -113,16 +120,19 @@ class AlertLifecycle:
         return min(marks) if marks else None
 
     # ------------------------------------------------------------------ the machine
-    def observe(self, seq: int, ts: int, score: float, model: str) -> list[Transition]:
+    def observe(self, seq: int, ts: int, score: float, model: str, provisional: bool = False
+                ) -> list[Transition]:
         """Feed one scored frame (seqs increasing); returns the transitions it caused."""
         s = self.settings
         self.last_seq, self.last_ts = seq, ts
-        self.window.append(_Scored(seq, ts, score, score >= s.enter))
+        self.window.append(_Scored(seq, ts, score, score >= s.enter, provisional))
         a = self.active
         if a is None:
             if self.in_cooldown(ts) or sum(x.hit for x in self.window) < s.k:
                 return []
             return [self._start(seq, ts, model)]
+        if provisional and not a.provisional:
+            a = self.active = replace(a, provisional=True)
         if score > a.peak_score:
             a = self.active = replace(a, peak_score=score, peak_seq=seq, peak_ts=ts)
         self._quiet = self._quiet + 1 if score < s.exit else 0
@@ -145,6 +155,7 @@ class AlertLifecycle:
             source=self.source, model=model, threshold=s.enter, exit_threshold=s.exit,
             onset_seq=hits[0].seq, start_seq=seq, start_ts=ts, peak_score=peak.score, peak_seq=peak.seq,
             peak_ts=peak.ts, anchor_seq=self.window[0].seq,
+            provisional=any(x.provisional for x in self.window),
         )
         self._quiet = 0
         self._published_peak, self._last_event_ts = peak.score, ts

@@ -498,7 +498,7 @@ class AlertWorker:
         for alert in cam.alerts:  # clips of alerts already running take this frame
             alert.recorder.feed(cam.ring, msg.seq)
         previous_peak = cam.machine.active.peak_seq if cam.machine.active is not None else None
-        for t in cam.machine.observe(msg.seq, msg.ts, msg.score, msg.model):
+        for t in cam.machine.observe(msg.seq, msg.ts, msg.score, msg.model, msg.provisional):
             self._transition(cam, t)
         active = cam.machine.active
         if active is not None and cam.alerts and active.peak_seq != previous_peak:

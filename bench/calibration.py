@@ -15,7 +15,11 @@ calibration the checkpoint knows:
   has) on the scene's first N normal-only clips, as a camera's learning period would. Those
   N clips, and the anomaly clips cut from the same blocks of footage (the same clip
   number), are then left out of every variant's figures, so all variants are measured on
-  the same footage none of them saw.
+  the same footage none of them saw;
+* ``learning`` (with ``--learn-clips N``): the detector's learning period
+  (``detector.learning``): the held-out calibration's scores of the same N clips give the
+  camera's raise-only scale (``detector.learning.learn_threshold``), and every later score
+  is divided by it, as the detector worker does once the period is over.
 
 and prints, per scene and pooled: the share of normal frames at or above 1.0 (nominal:
 ``false_alarm_rate``, 0.1 %) on the normal-only clips and on the normal frames of the
@@ -43,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from detector.calibration import Calibration  # noqa: E402
 from detector.checkpoint import load_scene  # noqa: E402
 from detector.encoders import Encoder  # noqa: E402
+from detector.learning import learn_threshold  # noqa: E402
 from scenes.registry import SceneRegistry  # noqa: E402
 from streamer.video import iter_frame_dir  # noqa: E402
 from training.calibrate import recalibrate  # noqa: E402
@@ -92,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenes", help="comma-separated (default: all in testing/frames)")
     p.add_argument("--appearance-only", action="store_true", help="score without the motion channel")
     p.add_argument("--learn-clips", type=int, default=0,
-                   help="re-fit on the first N normal-only clips of each scene (variant onsite)")
+                   help="re-fit on the first N normal-only clips of each scene (variants onsite, learning)")
+    p.add_argument("--fps", type=float, default=10.0, help="the footage's frame rate (for the report)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     cfg = load_config(args.config)
@@ -121,20 +127,34 @@ def main(argv: list[str] | None = None) -> int:
             recalibrate(onsite, encoder, learning_runs(args.root, scene, sorted(learned), model.input_size))
             variants["onsite"] = onsite
         evals = score_scene(encoder, variants, args.root, scene, progress=True)
-        for name, ev in evals.items():
-            def number(clip_name: str) -> int:
-                return int(clip_name.split("_")[-1])
 
+        def number(clip_name: str) -> int:
+            return int(clip_name.split("_")[-1])
+
+        scales = dict.fromkeys(evals, 1.0)
+        if args.learn_clips:
+            base = evals["fold0"]
+            seen = [c for c in base.clips if number(c.name) - FIRST_NORMAL_CLIP in learned]
+            period = np.concatenate([c.streaming for c in seen])
+            far = variants["fold0"].calibration.false_alarm_rate
+            lt = learn_threshold(scene, "bench", period, period.size / args.fps, far)
+            report[f"{scene}/learning_period"] = lt.to_json()
+            evals = {**evals, "learning": base}
+            scales["learning"] = lt.scale
+            variants["learning"] = variants["fold0"]
+        for name, ev in evals.items():
             kept = [c for c in ev.clips if number(c.name) % FIRST_NORMAL_CLIP not in learned]
             test = [c for c in kept if number(c.name) < FIRST_NORMAL_CLIP]
             normal = [c for c in kept if number(c.name) >= FIRST_NORMAL_CLIP]
             labels = np.concatenate([c.labels for c in test]).astype(bool)
-            scores = np.concatenate([c.streaming for c in test])
+            scores = np.concatenate([c.streaming for c in test]) / scales[name]
             normal_scores = np.concatenate([c.streaming for c in normal]) if normal else np.zeros(0)
+            normal_scores = normal_scores / scales[name]
             parts.setdefault(name, []).append((labels, scores, normal_scores))
             cal = variants[name].calibration
             report[f"{scene}/{name}"] = {**rates(labels, scores, normal_scores),
                                          "threshold": cal.threshold if cal else None,
+                                         "scale": scales[name],
                                          "calibration_frames": len(cal.normal_scores) if cal else 0}
     for name, items in parts.items():
         labels, scores, normal = (np.concatenate([i[k] for i in items]) for k in range(3))

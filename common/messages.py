@@ -22,6 +22,8 @@ Both messages carry the common envelope ``schema`` (integer version), ``camera``
 
     The JSON header holds the envelope plus ``score`` (calibrated, 1.0 = the scene's
     threshold), ``raw`` (model units), ``model`` (checkpoint id), ``latency_ms``,
+    ``provisional`` (true while the camera's learning period runs: its threshold is still
+    being learned; absent in records of older writers, read as false),
     ``map_shape`` ([H, W]), ``map_encoding`` and, for ``uint8``, ``map_lo``/``map_hi``:
     the value range used for quantisation. A map ``m`` is stored as
     ``q = round((clip(m, lo, hi) - lo) / (hi - lo) * 255)`` and read back as
@@ -397,10 +399,13 @@ class ScoreMessage:
     anomaly_map: np.ndarray = field(repr=False)
     map_encoding: MapEncoding = "uint8"
     schema: int = SCHEMA_VERSION
+    provisional: bool = False  # scored during the camera's learning period (detector.learning)
 
     def __post_init__(self) -> None:
         _check_envelope(self)
         _check_str("model", self.model)
+        if not isinstance(self.provisional, bool):
+            raise MessageError(f"provisional must be true or false, got {_shown(self.provisional)}")
         object.__setattr__(self, "score", _check_float("score", self.score))
         object.__setattr__(self, "raw", _check_float("raw", self.raw))
         object.__setattr__(self, "latency_ms", _check_float("latency_ms", self.latency_ms, 0.0))
@@ -440,7 +445,7 @@ class ScoreMessage:
         h: dict[str, Any] = {
             "schema": self.schema, "camera": self.camera, "scene": self.scene, "seq": self.seq,
             "ts": self.ts, "source": self.source, "score": self.score, "raw": self.raw,
-            "model": self.model, "latency_ms": self.latency_ms,
+            "model": self.model, "latency_ms": self.latency_ms, "provisional": self.provisional,
             "map_shape": list(self.anomaly_map.shape), "map_encoding": self.map_encoding,
         }
         if self.map_encoding == "uint8":
@@ -494,7 +499,7 @@ class ScoreMessage:
         return cls(camera=header["camera"], scene=header["scene"], seq=header["seq"], ts=header["ts"],
                    source=header["source"], score=header["score"], raw=header["raw"], model=header["model"],
                    latency_ms=header["latency_ms"], anomaly_map=amap, map_encoding=encoding,
-                   schema=header["schema"])
+                   schema=header["schema"], provisional=header.get("provisional", False))
 
     @classmethod
     def from_record(cls, key: bytes | None, value: bytes, headers: Headers | None = None) -> ScoreMessage:

@@ -8,6 +8,7 @@ to a fraction of a second.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -16,6 +17,30 @@ from common.config import Strict
 
 #: How an anomaly map becomes a frame score: its maximum, or the mean of its top fraction.
 Reduction = Literal["max", "topk"]
+
+
+class LearningSettings(Strict):
+    """The ``detector.learning:`` section: each camera's learning period (:mod:`detector.learning`)."""
+
+    seconds: float = Field(
+        default=0.0, ge=0.0,
+        description="length of each camera's learning period in footage seconds (capture time); its "
+                    "scores are published as provisional while its own threshold is learned; 0: off",
+    )
+    min_frames: int = Field(
+        default=300, ge=2,
+        description="the learning period also lasts until the camera has sent this many frames",
+    )
+    max_frames: int = Field(
+        default=36_000, ge=2,
+        description="the learning period ends at this many frames, however long it was set to last "
+                    "(bounds the memory it keeps per camera)",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="folder that keeps each camera's learned threshold across restarts (one JSON file "
+                    "per camera and checkpoint); None: kept in memory only, so a restart learns again",
+    )
 
 
 class DetectorSettings(Strict):
@@ -48,6 +73,7 @@ class DetectorSettings(Strict):
         description="frames whose JPEG declares more pixels are refused before decoding (a 1 KB JPEG "
                     "can declare 30000x30000 and make the decoder allocate gigabytes)",
     )
+    learning: LearningSettings = Field(default_factory=LearningSettings)
     allow_missing_scenes: bool = Field(
         default=False,
         description="start even if a configured camera's scene has no usable checkpoint (its frames are "

@@ -66,6 +66,7 @@ from common.messages import (
 from common.retry import Backoff, Stopped, call_with_retry
 from detector.checkpoint import from_checkpoint, model_id
 from detector.encoders import Encoder
+from detector.learning import LearningPeriod, SiteStore
 from detector.model import SceneModel, resize_for_model, to_input
 from detector.motion import MotionTracker
 from detector.scorer import EncoderMismatchError, check_encoder
@@ -124,6 +125,9 @@ class DetectorMetrics:
                                      ["camera"], registry=registry)
         self.rejected = Counter("vigil_detector_rejected", "frame records skipped, by reason",
                                 ["reason"], registry=registry)
+        self.provisional = Counter("vigil_detector_provisional_scores",
+                                   "scores published during the camera's learning period", ["camera"],
+                                   registry=registry)
         self.stale = Counter("vigil_detector_stale_live_frames",
                              "live frames skipped because the detector was behind", ["camera"],
                              registry=registry)
@@ -197,6 +201,9 @@ class BatchScorer:
         # Streaming state of scenes with a motion channel: per loaded model, each camera's
         # last frame (MotionTracker). Dropped with the model when the cache evicts it.
         self.motion: dict[str, MotionTracker] = {}
+        # Each camera's learning period (detector.learning): its scale and provisional flag.
+        state_dir = settings.learning.state_dir
+        self.learning = LearningPeriod(settings.learning, SiteStore(state_dir) if state_dir else None)
         self.batch_failures = 0  # model passes that failed for a batch but not for its frames
 
     def _motion(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]
@@ -244,10 +251,15 @@ class BatchScorer:
     def _message(self, msg: FrameMessage, scene: LoadedScene, scored: tuple[float, float, np.ndarray]
                  ) -> ScoreMessage:
         score, raw, amap = scored
+        cal = scene.model.calibration
+        scale, provisional = self.learning.observe(
+            msg.camera, scene.model_id, msg.seq, msg.ts, score, cal.false_alarm_rate if cal else 0.001)
         return ScoreMessage(
             camera=msg.camera, scene=msg.scene, seq=msg.seq, ts=msg.ts, source=msg.source,
-            score=score, raw=raw, model=scene.model_id, latency_ms=max(0.0, time.time() * 1000 - msg.ts),
-            anomaly_map=_resize_map(amap, self.settings.map_size), map_encoding=self.settings.map_encoding,
+            score=score / scale, raw=raw, model=scene.model_id,
+            latency_ms=max(0.0, time.time() * 1000 - msg.ts),
+            anomaly_map=_resize_map(amap / scale, self.settings.map_size),
+            map_encoding=self.settings.map_encoding, provisional=provisional,
         )
 
     def _model_works(self, size: int, scenes: list[LoadedScene]) -> bool:
@@ -630,6 +642,8 @@ class DetectorWorker:
         now_ms = time.time() * 1000
         for out in scored:
             self.metrics.frames_scored.labels(out.camera).inc()
+            if out.provisional:
+                self.metrics.provisional.labels(out.camera).inc()
             self.metrics.latency.observe(max(0.0, now_ms - out.ts) / 1000)
         return True
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from alerting.events import AlertRecord
+from common.files import replace_file
 
 __all__ = ["AlertStore", "AlertWrite", "PutResult", "SpoolFullError", "StoreError", "StoreUnavailableError",
            "StoreWriteError"]
@@ -40,19 +39,12 @@ class StoreWriteError(StoreError):
 
 
 def write_atomic(path: Path, data: bytes, tmp: Path | None = None) -> None:
-    """Replace ``path`` by ``data`` all at once, through ``tmp`` (default ``.NAME.tmp`` beside
-    it), fsynced: :class:`StoreWriteError` if it cannot be written, and then the old file is
-    untouched and no temporary file is left."""
-    tmp = tmp or path.with_name(f".{path.name}.tmp")
+    """Replace ``path`` by ``data`` all at once (:func:`common.files.replace_file`):
+    :class:`StoreWriteError` if it cannot be written, and then the old file is untouched and
+    no temporary file is left."""
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        replace_file(path, data, tmp)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise StoreWriteError(path, exc) from exc
 
 

@@ -187,3 +187,22 @@ def test_a_score_hovering_at_the_threshold_does_not_flap(noise: list[float]) -> 
     ts = run([1.0 + x for x in noise], s)
     assert sum(t.kind == "start" for t in ts) <= 1
     assert all(t.kind != "end" for t in ts)
+
+
+def test_an_alert_decided_on_provisional_scores_is_provisional() -> None:
+    def run_flags(scores: list[float], provisional: list[bool]) -> list[Transition]:
+        machine = AlertLifecycle("cam", "01", BASE)
+        out: list[Transition] = []
+        for seq, (score, p) in enumerate(zip(scores, provisional, strict=True)):
+            out += machine.observe(seq, T0 + seq * STEP_MS, score, "01:cflow:abc", p)
+        return out
+
+    scores = [1.5, 1.5, 1.5, 1.5] + [0.1] * 6
+    # provisional in the window that started it
+    started = run_flags(scores, [True] + [False] * 9)
+    assert [t.alert.provisional for t in started] == [True, True]
+    # provisional only later, while open: the end carries it
+    later = run_flags(scores, [False] * 3 + [True] + [False] * 6)
+    assert [(t.kind, t.alert.provisional) for t in later] == [("start", False), ("end", True)]
+    # never provisional
+    assert not any(t.alert.provisional for t in run_flags(scores, [False] * 10))

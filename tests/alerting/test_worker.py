@@ -5,6 +5,7 @@ follow the square, both on the in-process bus, and is driven synchronously (``ha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -308,3 +309,20 @@ def test_a_camera_moving_to_another_scene_ends_its_alert(images, tmp_path) -> No
     assert cam.last_seq == EVENT.first + 11
     h.worker.finish_all()
     assert h.lag() == 0 and len(h.events()) == 2
+
+
+def test_an_alert_on_provisional_scores_is_stored_and_published_provisional(images, tmp_path) -> None:
+    h = Harness(alerting_config(local(tmp_path)))
+    pairs = [(f, dataclasses.replace(s, provisional=True)) for f, s in messages(images, CAMERA, EVENT)]
+    publish(h.producer, pairs)
+    h.drain()
+    h.worker.finish_all()
+    events = h.events()
+    assert events and all(e["provisional"] is True for e in events)
+    [rec] = h.store.list(CAMERA)
+    assert rec.provisional is True
+    # the same footage scored after the learning period: a final alert
+    h2 = Harness(alerting_config(local(tmp_path / "final")))
+    publish(h2.producer, messages(images, CAMERA, EVENT))
+    h2.drain()
+    assert h2.events() and not any(e["provisional"] for e in h2.events())

@@ -436,3 +436,15 @@ def test_poison_records_raise_only_message_errors_and_no_warnings(frame, score) 
                 assert is_camera_id(msg.camera) and is_scene_id(msg.scene)
                 if isinstance(msg, ScoreMessage):
                     assert np.isfinite(msg.anomaly_map).all()
+
+
+def test_provisional_flag_round_trips_and_older_records_read_as_final() -> None:
+    amap = np.zeros((4, 4), np.float32)
+    msg = score_msg(amap, provisional=True)
+    back = ScoreMessage.from_bytes(msg.to_bytes())
+    assert back.provisional is True
+    assert ScoreMessage.from_bytes(score_msg(amap).to_bytes()).provisional is False
+    older = with_header(msg.to_bytes(), provisional=None)  # a writer before the learning period
+    assert ScoreMessage.from_bytes(older).provisional is False
+    with pytest.raises(MessageError, match="provisional must be true or false"):
+        ScoreMessage.from_bytes(with_header(msg.to_bytes(), provisional="yes"))

@@ -72,3 +72,9 @@ def test_reports_both_calibrations_per_scene_and_pooled(tmp_path: Path) -> None:
     learned = json.loads(out.read_text())
     assert learned["01/onsite"]["calibration_frames"] == 72 + 6
     assert all(learned[f"01/{name}"]["normal_clip_frames"] == 0 for name in ("fold0", "crossfit", "onsite"))
+    # The detector's learning period on the same clip: the held-out calibration's scores
+    # divided by its raise-only scale, learned from that clip's 6 frames.
+    period = learned["01/learning_period"]
+    assert period["frames"] == 6 and period["scale"] >= 1.0
+    assert learned["01/learning"]["scale"] == period["scale"]
+    assert learned["01/learning"]["frame_auroc"] == learned["01/fold0"]["frame_auroc"]
