@@ -10,16 +10,29 @@ position, to a standard normal; its log-likelihood is
 The head is independent of the encoder: it takes the encoder's feature maps and returns one
 log-likelihood map per layer. Training lives in :mod:`training.train`, turning the maps
 into anomaly maps and scores in :mod:`detector.anomaly_map`.
+
+**The condition projection, computed once per position.** Each coupling block's subnet
+starts with ``Linear([x1, c])`` = ``W_x x1 + W_c c + b``. The condition ``c`` is the
+positional encoding of the fiber's grid position, so ``W_c c + b`` takes one value per
+position and block: :class:`CFlowHead` computes it for the grid's positions, not for every
+fiber (at 256x256 with EfficientNet-Lite0 that is half of the heads' multiply-accumulates),
+and at inference keeps it until the block's weights change. The coupling itself is
+FrEIA's ``AllInOneBlock`` (its parameters, its arithmetic), written out in
+:meth:`CFlowHead.flow`; :meth:`CFlowHead.reference_flow` runs FrEIA's own forward on the
+explicit conditions, and the two agree to float rounding (``tests/detector/test_cflow.py``,
+``bench/detector.py``). Training and inference call the same :meth:`CFlowHead.flow`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
@@ -68,6 +81,56 @@ def conditional_flow(
     return flow
 
 
+@dataclass(frozen=True)
+class Positions:
+    """The grid positions of a set of fibers: the condition of each, as an index.
+
+    ``index`` (N,) holds each fiber's flat position ``row * width + column`` on a
+    ``grid = (height, width)`` feature map; ``frames`` is set when the fibers are whole
+    frames in order (``index`` is ``0 .. H*W-1`` repeated), which lets the projection be
+    broadcast instead of gathered. Indexing (``positions[idx]``, a slice or an index
+    tensor) selects fibers as it would select rows of their conditions.
+    """
+
+    grid: tuple[int, int]
+    index: torch.Tensor
+    frames: int | None = None
+
+    @classmethod
+    def full(cls, frames: int, height: int, width: int, device: torch.device | None = None) -> Positions:
+        index = torch.arange(height * width, device=device).repeat(frames)
+        return cls((height, width), index, frames)
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def __getitem__(self, idx: slice | torch.Tensor) -> Positions:
+        hw = self.grid[0] * self.grid[1]
+        if (isinstance(idx, slice) and self.frames is not None and idx.step in (None, 1)
+                and (idx.start or 0) % hw == 0):
+            sub = self.index[idx]
+            if sub.shape[0] % hw == 0:
+                return Positions(self.grid, sub, sub.shape[0] // hw)
+        return Positions(self.grid, self.index[idx])
+
+    def conditions(self, channels: int, like: torch.Tensor) -> torch.Tensor:
+        """The explicit conditions (N, channels): each fiber's positional encoding."""
+        table = positional_encoding_2d(channels, *self.grid).to(like).reshape(channels, -1).T
+        return table[self.index.to(table.device)]
+
+
+def _check_block(block: nn.Module) -> None:
+    """The coupling :meth:`CFlowHead.flow` writes out: FrEIA's AllInOneBlock as
+    :func:`conditional_flow` configures it (no householder, no GIN, no pre-permutation,
+    1-D fibers, a Linear-ReLU-Linear subnet)."""
+    ok = (isinstance(block, Fm.AllInOneBlock) and not block.householder and not block.GIN
+          and not block.reverse_pre_permute and block.input_rank == 0 and block.conditional
+          and isinstance(block.subnet, nn.Sequential) and len(block.subnet) == 3
+          and isinstance(block.subnet[0], nn.Linear) and isinstance(block.subnet[2], nn.Linear))
+    if not ok:
+        raise TypeError("CFlowHead.flow supports FrEIA AllInOneBlocks as conditional_flow builds them")
+
+
 def gaussian_log_prob(z: torch.Tensor, log_det: torch.Tensor) -> torch.Tensor:
     """log p of a flow output under N(0, I): -(|z|^2 + D log 2pi)/2 + log|det J|."""
     dim = z.shape[1]
@@ -104,6 +167,13 @@ class CFlowHead(nn.Module):
         self.flows = nn.ModuleList(
             conditional_flow(d, cond_dim, blocks, clamp) for d in self.feature_dims
         )
+        for flow in self.flows:
+            for block in flow.module_list:
+                _check_block(block)
+        # Caches of values that depend only on the grid (and, for projections, on weights
+        # that only training changes); not state: neither is saved with the head.
+        self._encodings: dict[tuple, torch.Tensor] = {}
+        self._projections: dict[tuple, tuple[tuple[int, int, int], torch.Tensor]] = {}
 
     def config(self) -> dict:
         return {
@@ -113,20 +183,94 @@ class CFlowHead(nn.Module):
             "clamp": self.clamp,
         }
 
-    def fibers(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flatten a feature map to fibers (B*H*W, C) and their conditions (B*H*W, cond)."""
+    def fibers(self, feature: torch.Tensor) -> tuple[torch.Tensor, Positions]:
+        """Flatten a feature map to fibers (B*H*W, C) and their grid positions."""
         b, c, h, w = feature.shape
-        pos = positional_encoding_2d(self.cond_dim, h, w).to(feature)
-        cond = pos.unsqueeze(0).expand(b, -1, -1, -1)
-        return (
-            feature.permute(0, 2, 3, 1).reshape(-1, c),
-            cond.permute(0, 2, 3, 1).reshape(-1, self.cond_dim),
-        )
+        return feature.permute(0, 2, 3, 1).reshape(-1, c), Positions.full(b, h, w, feature.device)
 
-    def fiber_log_prob(self, layer: int, fibers: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """log p of fibers (N, C_l) under layer ``layer``'s flow."""
+    def _encoding(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        """The positional encoding of ``grid``'s positions (H*W, cond_dim), made once per grid."""
+        key = (grid, like.device, like.dtype)
+        table = self._encodings.get(key)
+        if table is None:
+            table = positional_encoding_2d(self.cond_dim, *grid).to(like)
+            table = table.reshape(self.cond_dim, -1).T.contiguous()
+            self._encodings[key] = table
+        return table
+
+    def _projection(self, layer: int, block: int, first: nn.Linear, dx: int, grid: tuple[int, int],
+                    like: torch.Tensor) -> torch.Tensor:
+        """``W_c c + b`` of block ``block`` for every position of ``grid`` (H*W, hidden).
+
+        With gradients enabled (training) it is computed afresh; without, it is kept until
+        the block's first layer changes (its weights' version counter, bumped by every
+        in-place update: an optimizer step, ``load_state_dict``)."""
+        def compute() -> torch.Tensor:
+            return torch.addmm(first.bias, self._encoding(grid, like), first.weight[:, dx:].T)
+
+        if torch.is_grad_enabled() and (first.weight.requires_grad or first.bias.requires_grad):
+            return compute()
+        key = (layer, block, grid, like.device, like.dtype)
+        version = (first.weight._version, first.bias._version, first.weight.data_ptr())
+        hit = self._projections.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        table = compute()
+        self._projections[key] = (version, table)
+        return table
+
+    def flow(self, layer: int, fibers: torch.Tensor, positions: Positions
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``layer``'s flow on fibers (N, C_l) at ``positions``: ``(z, log|det J|)``.
+
+        FrEIA's ``AllInOneBlock`` forward (soft permutation, SOFTPLUS global affine, clamped
+        affine coupling), with each subnet's condition projection per position (see the
+        module docstring).
+        """
+        x = fibers
+        log_det = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        hw = positions.grid[0] * positions.grid[1]
+        gathered = positions.index.to(x.device) if positions.frames is None else None
+        for b, block in enumerate(self.flows[layer].module_list):
+            x1, x2 = torch.split(x, block.splits, dim=1)
+            first, _relu, second = block.subnet
+            dx = x1.shape[1]
+            proj = self._projection(layer, b, first, dx, positions.grid, x)
+            hidden = x1 @ first.weight[:, :dx].T
+            if gathered is None:
+                hidden = (hidden.view(-1, hw, hidden.shape[1]) + proj).view(-1, hidden.shape[1])
+            else:
+                hidden = hidden + proj[gathered]
+            a = second(F.relu(hidden)) * 0.1
+            ch = x2.shape[1]
+            sub_jac = block.clamp * torch.tanh(a[:, :ch])
+            x2 = x2 * torch.exp(sub_jac) + a[:, ch:]
+            scale = block.global_scale_activation(block.global_scale)
+            x = F.linear(torch.cat((x1, x2), 1) * scale + block.global_offset, block.w_perm)
+            log_det = log_det + sub_jac.sum(1) + torch.log(scale).sum()
+        return x, log_det
+
+    def reference_flow(self, layer: int, fibers: torch.Tensor, cond: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """FrEIA's own forward of layer ``layer``'s flow on explicit conditions (N, cond_dim):
+        the reference :meth:`flow` is checked against (tests, ``bench/detector.py``)."""
         z, log_det = self.flows[layer](fibers, c=[cond])
+        return z, log_det
+
+    def fiber_log_prob(self, layer: int, fibers: torch.Tensor, positions: Positions) -> torch.Tensor:
+        """log p of fibers (N, C_l) at ``positions`` under layer ``layer``'s flow."""
+        z, log_det = self.flow(layer, fibers, positions)
         return gaussian_log_prob(z, log_det)
+
+    def chunks(self, positions: Positions) -> list[slice]:
+        """Slices of at most about ``chunk`` fibers, on frame boundaries where the fibers
+        are whole frames (so each chunk broadcasts its projection)."""
+        n = len(positions)
+        step = self.chunk
+        if positions.frames is not None:
+            hw = positions.grid[0] * positions.grid[1]
+            step = max(1, self.chunk // hw) * hw
+        return [slice(i, i + step) for i in range(0, n, step)]
 
     def forward(
         self, features: Sequence[torch.Tensor], images: torch.Tensor | None = None
@@ -136,12 +280,8 @@ class CFlowHead(nn.Module):
         maps = []
         for layer, feature in enumerate(features):
             b, _, h, w = feature.shape
-            fibers, cond = self.fibers(feature)
-            log_p = torch.cat(
-                [
-                    self.fiber_log_prob(layer, fibers[i : i + self.chunk], cond[i : i + self.chunk])
-                    for i in range(0, fibers.shape[0], self.chunk)
-                ]
-            )
+            fibers, positions = self.fibers(feature)
+            log_p = torch.cat([self.fiber_log_prob(layer, fibers[sl], positions[sl])
+                               for sl in self.chunks(positions)])
             maps.append(log_p.view(b, h, w))
         return maps

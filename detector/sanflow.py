@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detector.cflow import LOG_2PI, CFlowHead
+from detector.cflow import LOG_2PI, CFlowHead, Positions
 
 # The statistics network predicts log α and log β as offsets from the prior's, softly
 # bounded to ± this many nats: at most a factor e^8 ~ 3000 either way.
@@ -264,12 +264,12 @@ class SANFlowHead(CFlowHead):
             zip(features, self.log_variance_maps(features, images), strict=True)
         ):
             b, _, h, w = feature.shape
-            fibers, cond = self.fibers(feature)
+            fibers, positions = self.fibers(feature)
             lv = log_var.reshape(-1)
             parts = []
-            for i in range(0, fibers.shape[0], self.chunk):
-                z, log_det = self.flows[layer](fibers[i : i + self.chunk], c=[cond[i : i + self.chunk]])
-                parts.append(variance_log_prob(z, log_det, lv[i : i + self.chunk]))
+            for sl in self.chunks(positions):
+                z, log_det = self.flow(layer, fibers[sl], positions[sl])
+                parts.append(variance_log_prob(z, log_det, lv[sl]))
             maps.append(torch.cat(parts).view(b, h, w))
         return maps
 
@@ -278,7 +278,7 @@ class SANFlowHead(CFlowHead):
         self,
         layer: int,
         fibers: torch.Tensor,
-        cond: torch.Tensor,
+        positions: Positions,
         raw_stats: torch.Tensor | None,
         anomalous: torch.Tensor,
         bce_weight: float = 1.0,
@@ -301,7 +301,7 @@ class SANFlowHead(CFlowHead):
         At anomalous fibers α and β get gradient only from the KL: anomalies never teach the
         network to inflate the variance where they are.
         """
-        z, log_det = self.flows[layer](fibers, c=[cond])
+        z, log_det = self.flow(layer, fibers, positions)
         dim = z.shape[1]
         anomalous = anomalous.to(torch.bool)
         zero = torch.zeros_like(log_det)

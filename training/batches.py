@@ -126,11 +126,11 @@ def fiber_batches(
         generator: the run's random stream (shuffles).
 
     Returns:
-        An iterator of (layer, indices into the layer's fibers, fibers, conditions).
+        An iterator of (layer, indices into the layer's fibers, fibers, their grid positions).
     """
     for layer, feature in enumerate(features):
-        fibers, cond = head.fibers(feature)
+        fibers, positions = head.fibers(feature)
         order = torch.randperm(fibers.shape[0], generator=generator)
         for i in range(0, fibers.shape[0], fiber_batch):
             idx = order[i : i + fiber_batch]
-            yield layer, idx, fibers[idx], cond[idx]
+            yield layer, idx, fibers[idx], positions[idx]

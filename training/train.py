@@ -99,8 +99,9 @@ def train_head(
     for epoch in range(settings.epochs):
         loss_sum, nll_sum, count = 0.0, 0.0, 0
         for features in batches.epoch(generator):
-            for layer, _idx, fibers, cond in fiber_batches(head, features, settings.fiber_batch, generator):
-                log_p = head.fiber_log_prob(layer, fibers, cond)
+            for layer, _idx, fibers, positions in fiber_batches(head, features, settings.fiber_batch,
+                                                                generator):
+                log_p = head.fiber_log_prob(layer, fibers, positions)
                 per_dim = log_p / fibers.shape[1]
                 loss = -F.logsigmoid(per_dim).mean()
                 schedule.fiber_step(optimizer, loss)
@@ -162,10 +163,11 @@ def train_sanflow_head(
                 leaves = [r.detach().requires_grad_() for r in raw_maps]
             cells = grid_masks(masks, sizes)
             batch_steps = 0
-            for layer, idx, fibers, cond in fiber_batches(head, features, settings.fiber_batch, generator):
+            for layer, idx, fibers, positions in fiber_batches(head, features, settings.fiber_batch,
+                                                               generator):
                 anomalous = cells[layer].reshape(-1)[idx]
                 raw = leaves[layer].permute(0, 2, 3, 1).reshape(-1, 2)[idx] if leaves else None
-                loss, parts = head.fiber_loss(layer, fibers, cond, raw, anomalous,
+                loss, parts = head.fiber_loss(layer, fibers, positions, raw, anomalous,
                                               settings.sanflow_bce_weight, settings.sanflow_kl_weight,
                                               settings.sanflow_margin)
                 schedule.fiber_step(flow_opt, loss)

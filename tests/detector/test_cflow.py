@@ -141,9 +141,9 @@ def test_head_fiber_log_prob_agrees_with_forward() -> None:
     feature = torch.randn(2, 6, 3, 5)
     with torch.no_grad():
         (log_map,) = head([feature])
-        fibers, cond = head.fibers(feature)
-        direct = head.fiber_log_prob(0, fibers, cond)
-    assert fibers.shape == (30, 6) and cond.shape == (30, 8)
+        fibers, positions = head.fibers(feature)
+        direct = head.fiber_log_prob(0, fibers, positions)
+    assert fibers.shape == (30, 6) and positions.conditions(8, fibers).shape == (30, 8)
     # Fiber order is (batch, row, column), as in the map.
     torch.testing.assert_close(fibers[5 + 2], feature[0, :, 1, 2])
     torch.testing.assert_close(direct.view(2, 3, 5), log_map)
@@ -156,3 +156,68 @@ def test_build_head_from_config() -> None:
     rebuilt.load_state_dict(head.state_dict(), strict=True)
     with pytest.raises(ValueError, match="unknown model kind 'nope'"):
         build_head("nope", {})
+
+
+def _trained_like(head: CFlowHead) -> CFlowHead:
+    """Move every parameter off its initial value (the last subnet layers start at zero)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return head
+
+
+def _reference_log_prob(head: CFlowHead, layer: int, fibers: torch.Tensor, positions) -> torch.Tensor:
+    z, log_det = head.reference_flow(layer, fibers, positions.conditions(head.cond_dim, fibers))
+    return gaussian_log_prob(z, log_det)
+
+
+def test_flow_with_cached_condition_projection_equals_freias_forward() -> None:
+    head = _trained_like(CFlowHead([40, 112], cond_dim=32, blocks=3)).eval()
+    features = [torch.randn(3, 40, 8, 8), torch.randn(3, 112, 4, 4)]
+    with torch.no_grad():
+        maps = head(features)
+        for layer, feature in enumerate(features):
+            fibers, positions = head.fibers(feature)
+            ref = _reference_log_prob(head, layer, fibers, positions)
+            torch.testing.assert_close(maps[layer].reshape(-1), ref, rtol=1e-5, atol=1e-4)
+            # a shuffled subset (gathered projections) agrees too
+            idx = torch.randperm(fibers.shape[0])[:50]
+            sub = head.fiber_log_prob(layer, fibers[idx], positions[idx])
+            torch.testing.assert_close(sub, ref[idx], rtol=1e-5, atol=1e-4)
+
+
+def test_chunks_follow_frame_boundaries_and_do_not_change_the_maps() -> None:
+    head = _trained_like(CFlowHead([6], cond_dim=8, blocks=2)).eval()
+    feature = torch.randn(5, 6, 3, 4)
+    with torch.no_grad():
+        (whole,) = head([feature])
+        head.chunk = 25  # two frames of 12 fibers per chunk
+        chunks = head.chunks(head.fibers(feature)[1])
+        assert [(s.start, s.stop) for s in chunks] == [(0, 24), (24, 48), (48, 72)]
+        (chunked,) = head([feature])
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+def test_training_gradients_equal_freias_and_the_cache_follows_the_weights() -> None:
+    head = _trained_like(CFlowHead([6], cond_dim=8, blocks=2))
+    ref_head = CFlowHead([6], cond_dim=8, blocks=2)
+    ref_head.load_state_dict(head.state_dict())
+    fibers, positions = head.fibers(torch.randn(2, 6, 3, 3))
+    idx = torch.tensor([0, 4, 8, 13, 17])
+    head.fiber_log_prob(0, fibers[idx], positions[idx]).sum().backward()
+    _reference_log_prob(ref_head, 0, fibers[idx], positions[idx]).sum().backward()
+    for (name, p), q in zip(head.named_parameters(), ref_head.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    # Inference caches the projections; an optimizer step changes the weights in place,
+    # and the next inference sees the new weights.
+    head.eval()
+    with torch.no_grad():
+        before = head.fiber_log_prob(0, fibers, positions)
+    torch.optim.SGD(head.parameters(), lr=0.5).step()
+    with torch.no_grad():
+        after = head.fiber_log_prob(0, fibers, positions)
+        ref_head.load_state_dict(head.state_dict())
+        expected = _reference_log_prob(ref_head, 0, fibers, positions)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-4)

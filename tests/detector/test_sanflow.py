@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from scipy import integrate, stats
 from torch import nn
 
+from detector.cflow import Positions
 from detector.model import SceneModel, build_head
 from detector.sanflow import (
     STATS_INPUTS,
@@ -198,8 +199,8 @@ def test_forward_is_the_normal_base_with_the_predicted_variance() -> None:
     with torch.no_grad():
         (log_map, _) = head(feats, images)
         (log_var, _) = head.log_variance_maps(feats, images)
-        fibers, cond = head.fibers(feats[0])
-        z, log_det = head.flows[0](fibers, c=[cond])
+        fibers, positions = head.fibers(feats[0])
+        z, log_det = head.reference_flow(0, fibers, positions.conditions(head.cond_dim, fibers))
         dim = z.shape[1]
         var = log_var.reshape(-1).exp()
         direct = (-0.5 * dim * math.log(2 * math.pi) - 0.5 * dim * var.log()
@@ -271,7 +272,7 @@ def test_statistics_cost_shrinks_with_the_square_of_the_factor() -> None:
 
 
 def _loss_inputs(head: SANFlowHead, n: int = 64):
-    fibers, cond = torch.randn(n, 6) * 0.3, torch.randn(n, 8)
+    fibers, cond = torch.randn(n, 6) * 0.3, Positions((8, n // 8), torch.randperm(n))
     raw = (torch.randn(n, 2) * 0.5).requires_grad_()
     anomalous = torch.zeros(n, dtype=torch.bool)
     anomalous[: n // 4] = True
@@ -292,7 +293,7 @@ def test_loss_terms_and_their_switches() -> None:
     torch.testing.assert_close(no_bce.detach(), (parts["nll"] + 0.2 * parts["kl"]).mean())
     torch.testing.assert_close(no_kl.detach(), (parts["nll"] + parts["bce"]).mean())
     # The BCE is on s(z) = p_n / (p_n + p_a) with per-dimension likelihoods: compare directly.
-    z, log_det = head.flows[0](fibers, c=[cond])
+    z, log_det = head.flow(0, fibers, cond)
     la, lb = head.log_alpha_beta(raw.detach())
     lp_n = expected_log_prob(z, log_det, la, lb, 0.0) / 6
     lp_a = expected_log_prob(z, log_det, la, lb, 1.0) / 6
@@ -310,7 +311,7 @@ def test_margin_is_the_mean_of_the_anomalies_base() -> None:
     one, _ = head.fiber_loss(0, fibers, cond, raw, anomalous, margin=1.0)
     torch.testing.assert_close(default, one)
     loss, two = head.fiber_loss(0, fibers, cond, raw, anomalous, margin=2.0)
-    z, log_det = head.flows[0](fibers, c=[cond])
+    z, log_det = head.flow(0, fibers, cond)
     la, lb = head.log_alpha_beta(raw.detach())
     lp_n = expected_log_prob(z, log_det, la, lb, 0.0) / 6
     lp_a = expected_log_prob(z, log_det, la, lb, 2.0) / 6
@@ -324,7 +325,7 @@ def test_margin_is_the_mean_of_the_anomalies_base() -> None:
     torch.testing.assert_close(two["nll"][~anomalous], parts["nll"][~anomalous])
     fixed = _head(fixed_variance=True)
     _, fixed_two = fixed.fiber_loss(0, fibers, cond, None, anomalous, margin=2.0)
-    z, log_det = fixed.flows[0](fibers, c=[cond])
+    z, log_det = fixed.flow(0, fibers, cond)
     lp = variance_log_prob(z, log_det, math.log(0.1), 2.0) / 6
     torch.testing.assert_close(fixed_two["nll"][anomalous], -F.logsigmoid(lp[anomalous]).detach())
 
