@@ -60,6 +60,11 @@ class DetectorSettings(Strict):
         description="micro-batches fetched and decoded on a second thread while the model scores; "
                     "0: one thread does everything; None: 1 on CUDA, 0 on CPU",
     )
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="the model's torch threads; None: the CPUs this process may run on (its affinity). "
+                    "Give each of two model processes on one machine its share (e.g. 1 of 2 cores each)",
+    )
     decode_threads: int | None = Field(
         default=None, ge=1,
         description="threads that decode and resize a micro-batch's JPEGs; None: up to 4, one per CPU",

@@ -87,7 +87,10 @@ class TrainSettings(Strict):
     blur_sigma: float = Field(default=0.0, ge=0)
     position_norm: bool = False
     false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
-    threads: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(
+        default=None, ge=1,
+        description="torch threads while training; None: the CPUs this process may run on (its affinity)",
+    )
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     # Cross-fitting: the threshold from every fold of the footage (1 / holdout_fraction
     # folds), each scored by a model that did not train on it; one extra training per fold.

@@ -166,9 +166,13 @@ class Pipeline:
         replays = self._open_replays() if "ingest" in self.roles else {}
         encoder, scenes = None, None
         if "detect" in self.roles:
+            import torch
+
             from detector.encoders import Encoder
             from scenes.registry import SceneRegistry
 
+            if self.cfg.detector.threads:
+                torch.set_num_threads(self.cfg.detector.threads)
             encoder = Encoder(self.cfg.encoder.name, self.cfg.encoder.weights)
             scenes = SceneRegistry(self.cfg.scenes.root)
             check_scenes(self.cfg, scenes, encoder)

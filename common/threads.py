@@ -1,0 +1,47 @@
+"""How many threads a role's model runs, and how its OpenMP threads wait.
+
+torch runs its operators on an OpenMP pool as wide as the machine, and by default idle
+OpenMP threads spin before they sleep. Two such processes on one machine -- ``vigil run``
+scoring cameras while ``vigil train`` fits a new scene -- then take turns burning each
+other's cores: measured on this project's 2-core machine, training slowed 12-30x while a
+camera was scored beside it (``bench/cpu_share.py``). :func:`configure_openmp` makes
+idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``) and sizes the pool from the CPUs this
+process may run on (its affinity: ``taskset``, a container's cpuset), not the machine's
+core count. It must run before torch is imported (OpenMP reads its environment once);
+``vigil``'s entry point calls it first. A value the user set in the environment wins.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["available_cpus", "configure_openmp"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def configure_openmp(threads: int | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Set OpenMP's wait policy and pool size for this process, unless already set.
+
+    Args:
+        threads: the pool size (None: :func:`available_cpus`).
+        environ: the environment to change (default ``os.environ``).
+
+    Returns:
+        The values now in force.
+
+    >>> configure_openmp(2, {})
+    {'OMP_WAIT_POLICY': 'PASSIVE', 'OMP_NUM_THREADS': '2'}
+    >>> configure_openmp(2, {"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"]
+    'ACTIVE'
+    """
+    env = os.environ if environ is None else environ
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.setdefault("OMP_NUM_THREADS", str(threads or available_cpus()))
+    return {k: env[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
