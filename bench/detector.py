@@ -18,6 +18,12 @@ and batch size (``--batches``), on the same frames, every round times, in a rota
   forward with the positional encoding concatenated to every fiber, fibers in chunks of 256
   (as CFLOW-AD's code does).
 
+With ``--train-steps N`` it also times training, side by side per round: N fiber steps
+(``--fiber-batch`` fibers of one image batch's features, every layer in turn, loss, backward,
+Adam) of the project's heads (:meth:`~detector.cflow.CFlowHead.fiber_log_prob`, projections
+per position) against the same steps through FrEIA's forward on explicit conditions (the
+official loop), in fibers per second.
+
 The heads are untrained (statistics and calibration fitted on one batch, so the whole path
 runs): their speed is a trained head's. It prints frames/s (median and range over rounds),
 each row's ratio to the encoder alone (per round: median, range), multiply-accumulates per
@@ -109,7 +115,8 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
 
     batches = [frames[i:i + batch] for i in range(0, len(frames), batch)]
     inputs = [to_input(b, size).to(device) for b in batches]
-    models = {name: untrained_model(name, encoder, frames[:batch], size, batch) for name in ("cflow", "full")}
+    fit = max(2, batch)  # statistics and calibration need two frames
+    models = {name: untrained_model(name, encoder, frames[:fit], size, fit) for name in ("cflow", "full")}
     scorers = {row: FrameScorer(encoder, models[name], device=str(device))
                for row, name in (("cflow", "cflow"), ("sanflow", "full"))}
     head = models["cflow"].head.to(device)
@@ -160,6 +167,43 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
     return rows, info
 
 
+def training_runners(encoder, frames: list[np.ndarray], size: int, steps: int, fiber_batch: int,
+                     device: torch.device) -> dict[str, Callable[[], None]]:
+    """``project`` and ``reference``: ``steps`` training steps each, on copies of one head."""
+    from detector.cflow import CFlowHead, gaussian_log_prob
+    from detector.model import to_input
+
+    with torch.no_grad():
+        features = [f.float() for f in encoder(to_input(frames[:8], size).to(device))]
+    heads = {name: CFlowHead([f.shape[1] for f in features]).to(device).train()
+             for name in ("project", "reference")}
+    heads["reference"].load_state_dict(heads["project"].state_dict())
+    optimizers = {name: torch.optim.Adam(h.parameters(), lr=2e-4) for name, h in heads.items()}
+    generator = torch.Generator().manual_seed(0)
+
+    def run(name: str) -> Callable[[], None]:
+        head, opt = heads[name], optimizers[name]
+
+        def steps_run() -> None:
+            for k in range(steps):
+                layer = k % len(features)
+                fibers, positions = head.fibers(features[layer])
+                idx = torch.randint(0, fibers.shape[0], (fiber_batch,), generator=generator)
+                if name == "project":
+                    log_p = head.fiber_log_prob(layer, fibers[idx], positions[idx])
+                else:
+                    z, log_det = head.reference_flow(layer, fibers[idx],
+                                                     positions[idx].conditions(head.cond_dim, fibers))
+                    log_p = gaussian_log_prob(z, log_det)
+                loss = -torch.nn.functional.logsigmoid(log_p / fibers.shape[1]).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return steps_run
+
+    return {"project": run("project"), "reference": run("reference")}
+
+
 def fps(run: Callable[[], None], frames: int, sync: Callable[[], None]) -> float:
     sync()
     t0 = time.perf_counter()
@@ -190,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, bf16 (encoder autocast)")
     p.add_argument("--source", type=Path, default=CLIP)
+    p.add_argument("--train-steps", type=int, default=0, help="also time N training steps per round")
+    p.add_argument("--fiber-batch", type=int, default=1024)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -236,6 +282,22 @@ def main(argv: list[str] | None = None) -> int:
                         vs_enc = fmt(row["vs_encoder"]) if "vs_encoder" in row else "-"
                         vs_ref = fmt(row["vs_reference"]) if "vs_reference" in row else "-"
                         print(f"| {r} | {fmt(row['fps'], 1)} | {vs_enc} | {vs_ref} |", flush=True)
+            if args.train_steps:
+                train = training_runners(encoder, frames, args.size, args.train_steps, args.fiber_batch,
+                                         device)
+                for run in train.values():
+                    run()  # warm-up
+                rates: list[dict[str, float]] = []
+                for k in range(args.rounds):
+                    order = list(train)[k % 2:] + list(train)[:k % 2]
+                    rates.append({n: fps(train[n], args.train_steps * args.fiber_batch, sync) for n in order})
+                row = {n: spread([r[n] for r in rates]) for n in train}
+                ratio = spread([r["project"] / r["reference"] for r in rates])
+                report["results"].append({"encoder": name, "training_fibers_per_s": row,
+                                          "training_vs_reference": ratio})
+                print(f"\n{name} training, {args.fiber_batch} fibers per step: project "
+                      f"{fmt(row['project'], 0)} fibers/s, official loop {fmt(row['reference'], 0)}; "
+                      f"ratio {fmt(ratio)}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")

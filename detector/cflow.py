@@ -198,26 +198,29 @@ class CFlowHead(nn.Module):
             self._encodings[key] = table
         return table
 
+    def _training(self, first: nn.Linear) -> bool:
+        return torch.is_grad_enabled() and (first.weight.requires_grad or first.bias.requires_grad)
+
     def _projection(self, layer: int, block: int, first: nn.Linear, dx: int, grid: tuple[int, int],
-                    like: torch.Tensor) -> torch.Tensor:
-        """``W_c c + b`` of block ``block`` for every position of ``grid`` (H*W, hidden).
+                    like: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``W_c c + b`` of block ``block`` for the positions ``rows`` of ``grid`` (all: None),
+        shape (positions, hidden).
 
-        With gradients enabled (training) it is computed afresh; without, it is kept until
-        the block's first layer changes (its weights' version counter, bumped by every
-        in-place update: an optimizer step, ``load_state_dict``)."""
-        def compute() -> torch.Tensor:
-            return torch.addmm(first.bias, self._encoding(grid, like), first.weight[:, dx:].T)
-
-        if torch.is_grad_enabled() and (first.weight.requires_grad or first.bias.requires_grad):
-            return compute()
+        With gradients enabled (training) it is computed afresh for the positions asked
+        for; without, for the whole grid, and kept until the block's first layer changes
+        (its weights' version counter, bumped by every in-place update: an optimizer step,
+        ``load_state_dict``)."""
+        encoding = self._encoding(grid, like)
+        if self._training(first):
+            wanted = encoding if rows is None else encoding[rows]
+            return torch.addmm(first.bias, wanted, first.weight[:, dx:].T)
         key = (layer, block, grid, like.device, like.dtype)
         version = (first.weight._version, first.bias._version, first.weight.data_ptr())
         hit = self._projections.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
-        table = compute()
-        self._projections[key] = (version, table)
-        return table
+        if hit is None or hit[0] != version:
+            hit = (version, torch.addmm(first.bias, encoding, first.weight[:, dx:].T))
+            self._projections[key] = hit
+        return hit[1] if rows is None else hit[1][rows]
 
     def flow(self, layer: int, fibers: torch.Tensor, positions: Positions
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,22 +228,25 @@ class CFlowHead(nn.Module):
 
         FrEIA's ``AllInOneBlock`` forward (soft permutation, SOFTPLUS global affine, clamped
         affine coupling), with each subnet's condition projection per position (see the
-        module docstring).
+        module docstring): broadcast over whole frames, or, for a set of fibers (a training
+        batch), computed for the positions among them and gathered.
         """
         x = fibers
         log_det = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         hw = positions.grid[0] * positions.grid[1]
-        gathered = positions.index.to(x.device) if positions.frames is None else None
+        rows = inverse = None
+        if positions.frames is None:
+            rows, inverse = torch.unique(positions.index.to(x.device), return_inverse=True)
         for b, block in enumerate(self.flows[layer].module_list):
             x1, x2 = torch.split(x, block.splits, dim=1)
             first, _relu, second = block.subnet
             dx = x1.shape[1]
-            proj = self._projection(layer, b, first, dx, positions.grid, x)
+            proj = self._projection(layer, b, first, dx, positions.grid, x, rows)
             hidden = x1 @ first.weight[:, :dx].T
-            if gathered is None:
+            if inverse is None:
                 hidden = (hidden.view(-1, hw, hidden.shape[1]) + proj).view(-1, hidden.shape[1])
             else:
-                hidden = hidden + proj[gathered]
+                hidden = hidden + proj[inverse]
             a = second(F.relu(hidden)) * 0.1
             ch = x2.shape[1]
             sub_jac = block.clamp * torch.tanh(a[:, :ch])
