@@ -11,7 +11,8 @@ other as a share of its speed alone (fair sharing of 2 cores: about 0.5 each).
 
 Policies: ``torch-default`` (no OpenMP variables: torch's pool as wide as the machine's
 cores, idle threads spinning), ``vigil`` (:func:`common.threads.configure_openmp`:
-passive waiting, pool sized by this process's CPU affinity).
+passive waiting, pool sized by this process's CPU affinity), and ``env:K=V;K2=V2``
+(OpenMP variables as given).
 
     python bench/cpu_share.py --seconds 20
 """
@@ -28,7 +29,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
 
 from common.threads import configure_openmp  # noqa: E402
 
@@ -40,14 +40,14 @@ def child(role: str, seconds: float) -> dict:
     import torch
 
     if role == "detector":
-        from sanflow_speed import CLIP, load_frames, untrained_model
-
         from detector.encoders import Encoder
         from detector.scorer import FrameScorer
+        from training.settings import TrainSettings
+        from training.speed import load_frames, untrained_model
 
         encoder = Encoder("tf_efficientnet_lite0").eval()
-        frames = load_frames(CLIP, 16, 256)
-        scorer = FrameScorer(encoder, untrained_model("cflow", encoder, frames[:8], 256, 8))
+        frames = load_frames(REPO / "vigil" / "data" / "campus_clip.mp4", 16, 256)
+        scorer = FrameScorer(encoder, untrained_model(TrainSettings(input_size=256), encoder, frames[:8]))
 
         def step() -> int:
             for f in frames[:4]:
@@ -81,6 +81,8 @@ def spawn(role: str, seconds: float, policy: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in OMP_VARS}
     if policy == "vigil":
         configure_openmp(environ=env)
+    elif policy.startswith("env:"):  # e.g. env:GOMP_SPINCOUNT=10000;OMP_NUM_THREADS=2
+        env.update(kv.split("=", 1) for kv in policy[4:].split(";"))
     return subprocess.Popen([sys.executable, __file__, "--child", role, "--seconds", str(seconds)],
                             env=env, stdout=subprocess.PIPE, text=True)
 

@@ -47,8 +47,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+BENCH = Path(__file__).resolve().parent
+# This script's own folder must not shadow the ``detector`` package (this file is detector.py).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+sys.path.insert(0, str(BENCH.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -108,17 +110,18 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
             dtype: torch.dtype | None) -> tuple[dict[str, Callable[[], None]], dict]:
     """One callable per row (each scores ``frames`` once in batches of ``batch``), and the
     MACs and the heads' difference from the reference."""
-    from sanflow_speed import untrained_model
-
     from detector.model import to_input
     from detector.scorer import FrameScorer
+    from training.settings import TrainSettings
+    from training.speed import untrained_model
 
     batches = [frames[i:i + batch] for i in range(0, len(frames), batch)]
     inputs = [to_input(b, size).to(device) for b in batches]
     fit = max(2, batch)  # statistics and calibration need two frames
-    models = {name: untrained_model(name, encoder, frames[:fit], size, fit) for name in ("cflow", "full")}
+    models = {kind: untrained_model(TrainSettings(model=kind, input_size=size), encoder, frames[:fit], fit)
+              for kind in ("cflow", "sanflow")}
     scorers = {row: FrameScorer(encoder, models[name], device=str(device))
-               for row, name in (("cflow", "cflow"), ("sanflow", "full"))}
+               for row, name in (("cflow", "cflow"), ("sanflow", "sanflow"))}
     head = models["cflow"].head.to(device)
     auto = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
     with torch.inference_mode(), auto:
@@ -221,7 +224,7 @@ def fmt(s: dict, digits: int = 2) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sanflow_speed import CLIP, load_frames
+    from training.speed import load_frames
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--encoders", default="tf_efficientnet_lite0,resnet18,wide_resnet50_2")
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, bf16 (encoder autocast)")
-    p.add_argument("--source", type=Path, default=CLIP)
+    p.add_argument("--source", type=Path, default=BENCH.parent / "vigil" / "data" / "campus_clip.mp4")
     p.add_argument("--train-steps", type=int, default=0, help="also time N training steps per round")
     p.add_argument("--fiber-batch", type=int, default=1024)
     p.add_argument("--json", type=Path)

@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from training.speed import load_frames  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 CLIP = REPO / "vigil" / "data" / "campus_clip.mp4"
 #: The models a run can compare: name -> training settings changes (None: encoder alone).
@@ -65,17 +67,6 @@ def set_threads(threads: int, cpus: Sequence[int] | None) -> None:
     torch.set_num_threads(threads)
 
 
-def load_frames(source: Path, count: int, size: int) -> list[np.ndarray]:
-    """``count`` BGR frames of ``source`` at ``size`` x ``size`` (cycled if it is shorter)."""
-    from detector.model import resize_for_model
-    from streamer.video import iter_frames
-
-    frames = [resize_for_model(f.image, size) for f in iter_frames(source, max_frames=count)]
-    if not frames:
-        raise SystemExit(f"no frames in {source}")
-    return [frames[i % len(frames)] for i in range(count)]
-
-
 def settings_for(name: str, size: int, threads: int):
     from training.settings import TrainSettings
 
@@ -84,18 +75,10 @@ def settings_for(name: str, size: int, threads: int):
 
 
 def untrained_model(name: str, encoder, frames: Sequence[np.ndarray], size: int, batch: int):
-    """An untrained scene model of variant ``name``, its statistics and calibration fitted
-    on ``frames`` (so that the scorer's whole path runs)."""
-    from detector.model import SceneModel, build_head
-    from training.train import fit_normal_statistics, head_config, measure_nll, score_settings
+    """An untrained scene model of variant ``name`` (:func:`training.speed.untrained_model`)."""
+    from training.speed import untrained_model as untrained
 
-    settings = settings_for(name, size, 1)
-    head = build_head(settings.model, head_config(settings, encoder.channels)).eval()
-    model = SceneModel(kind=settings.model, head=head, encoder=encoder.name, encoder_digest=encoder.digest,
-                       input_size=size, settings=score_settings(settings))
-    nll = measure_nll(model, encoder, frames, batch)
-    model.stats, model.calibration = fit_normal_statistics(nll, size, model.settings, False, 0.001)
-    return model
+    return untrained(settings_for(name, size, 1), encoder, frames, batch)
 
 
 def timer(
