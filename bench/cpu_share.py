@@ -11,8 +11,8 @@ other as a share of its speed alone (fair sharing of 2 cores: about 0.5 each).
 
 Policies: ``torch-default`` (no OpenMP variables: torch's pool as wide as the machine's
 cores, idle threads spinning), ``vigil`` (:func:`common.threads.configure_openmp`:
-passive waiting, pool sized by this process's CPU affinity), and ``env:K=V;K2=V2``
-(OpenMP variables as given).
+a short spin before sleeping, pool sized by this process's CPU affinity), ``passive``
+(``OMP_WAIT_POLICY=PASSIVE``: no spin), and ``env:K=V;K2=V2`` (OpenMP variables as given).
 
     python bench/cpu_share.py --seconds 20
 """
@@ -81,6 +81,9 @@ def spawn(role: str, seconds: float, policy: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in OMP_VARS}
     if policy == "vigil":
         configure_openmp(environ=env)
+    elif policy == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        env.update(OMP_NUM_THREADS=configure_openmp(environ={})["OMP_NUM_THREADS"])
     elif policy.startswith("env:"):  # e.g. env:GOMP_SPINCOUNT=10000;OMP_NUM_THREADS=2
         env.update(kv.split("=", 1) for kv in policy[4:].split(";"))
     return subprocess.Popen([sys.executable, __file__, "--child", role, "--seconds", str(seconds)],
@@ -97,7 +100,7 @@ def result(proc: subprocess.Popen) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--policies", default="torch-default,vigil")
+    p.add_argument("--policies", default="torch-default,vigil,passive")
     p.add_argument("--child", choices=("detector", "train"), help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
