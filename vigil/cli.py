@@ -410,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.redact import install_excepthooks, install_redaction
     from common.threads import configure_openmp
 
-    configure_openmp()  # before torch is imported: idle OpenMP threads sleep, the pool fits the affinity
+    configure_openmp()  # before torch loads: OpenMP threads spin briefly, the pool fits the affinity
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
