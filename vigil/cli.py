@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from common.redact import redact_url
 from vigil.config import ConfigError, VigilConfig, load_config
@@ -203,6 +204,11 @@ def cmd_demo(args: argparse.Namespace, cfg: VigilConfig) -> int:
     print(json.dumps(report, indent=2))
     print(f"demo outputs in {args.out}: scores/, alerts/ (clips and snapshots), score/overlay.mp4, "
           "score/timeline.png")
+    first = report["alerts"][0]["alert_id"] if report["alerts"] else "ALERT_ID"
+    print(f"look at what it made:\n"
+          f"  vigil scenes --registry {args.out / 'scenes'}\n"
+          f"  vigil alerts list --store-dir {args.out / 'alerts'}\n"
+          f"  vigil alerts get {first} --store-dir {args.out / 'alerts'} -o clip.mp4 --snapshot snapshot.jpg")
     return 0
 
 
@@ -271,7 +277,15 @@ def cmd_alerts(args: argparse.Namespace, cfg: VigilConfig) -> int:
             events = alerts.follow_topic(cfg.bus.kafka, args.from_beginning)
             alerts.alerts_tail(events, args.camera, args.count, args.timeout)
             return 0
-    store = alerts.open_reader(cfg)
+    if args.store_dir is not None:  # a local store folder, e.g. the demo's
+        from alerting.config import LocalStoreConfig
+        from alerting.store import open_store
+
+        if not args.store_dir.is_dir():
+            raise ConfigError(f"--store-dir {args.store_dir}: no such folder")
+        store = open_store(LocalStoreConfig(dir=args.store_dir))
+    else:
+        store = alerts.open_reader(cfg)
     try:
         if args.alerts_command == "tail":
             alerts.alerts_tail(alerts.follow_store(store, args.from_beginning), args.camera, args.count,
@@ -300,19 +314,50 @@ def cmd_eval_stc(args: argparse.Namespace, cfg: VigilConfig) -> int:
     return 0
 
 
+START_HERE = """\
+start here:
+  vigil demo                      train on the shipped clip, stream it with alerting, score it
+  vigil train --scene S --videos NORMAL.mp4 ...   then   vigil run --config CAMERAS.yaml
+  vigil COMMAND --help            the options of one command
+
+README.md is the manual; configs/default.yaml lists every setting."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vigilflow")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vigil", description="vigilflow: video anomaly detection")
+    # --config and -v work before the command and after it; after it they are parsed by the
+    # command's parser, whose SUPPRESS default leaves a value given before it untouched.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help="YAML config (default: built-in defaults)")
+    shared.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log at debug level")
+    p = argparse.ArgumentParser(prog="vigil", description="vigilflow: anomaly detection in camera footage",
+                                epilog=START_HERE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"vigil {_version()}")
     p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(group: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
+        """A command's parser: it takes the shared options too."""
+        return group.add_parser(name, parents=[shared], **kw)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--registry", type=Path, help="scene checkpoint root (overrides scenes.root)")
         sp.add_argument("--encoder-weights", type=Path, help="encoder weights file")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
-    t = sub.add_parser("train", help="train a scene model on normal footage")
-    t.add_argument("--scene", required=True)
+    t = cmd(sub, "train", help="train a scene model on normal footage")
+    t.add_argument("--scene", required=True, help="scene id (names its checkpoint folder)")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--videos", nargs="+", type=Path, help="normal training videos of the scene")
     src.add_argument("--stc-root", type=Path, help="STC-layout root: use ROOT/training/videos/SCENE_*")
@@ -325,22 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cross-fit", action=argparse.BooleanOptionalAction, default=None,
                    help="fit the threshold on every fold of the footage, each scored by a model that did "
                         "not train on it (one extra training per fold); default: training.cross_fit")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--epochs", type=int, help="training epochs (default: training.epochs)")
+    t.add_argument("--seed", type=int, help="random seed (default: training.seed)")
     common(t)
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("score", help="score a video or frame folder with a scene model")
-    s.add_argument("--scene", required=True)
+    s = cmd(sub, "score", help="score a video or frame folder with a scene model")
+    s.add_argument("--scene", required=True, help="the trained scene to score with")
     s.add_argument("source", type=Path, help="video file or folder of frames")
     s.add_argument("-o", "--out", type=Path, help="output folder (default runs/score-SCENE-NAME)")
     s.add_argument("--no-video", action="store_true", help="skip the overlay MP4")
     common(s)
     s.set_defaults(func=cmd_score)
 
-    ca = sub.add_parser("calibrate",
+    ca = cmd(sub, "calibrate",
                         help="re-fit a scene's thresholds on more normal footage (no retraining)")
-    ca.add_argument("--scene", required=True)
+    ca.add_argument("--scene", required=True, help="the trained scene to re-calibrate")
     ca.add_argument("--videos", nargs="+", required=True, type=Path,
                     help="normal footage of the scene's camera")
     ca.add_argument("--false-alarm-rate", type=float,
@@ -350,42 +395,47 @@ def build_parser() -> argparse.ArgumentParser:
     common(ca)
     ca.set_defaults(func=cmd_calibrate)
 
-    sc = sub.add_parser("scenes", help="list trained scenes with their health (exit 1 if any is unhealthy)")
+    sc = cmd(sub, "scenes", help="list trained scenes with their health (exit 1 if any is unhealthy)")
     sc.add_argument("--json", action="store_true", help="print the listing as JSON, for monitoring")
     common(sc)
     sc.set_defaults(func=cmd_scenes)
 
-    r = sub.add_parser("run", help="all roles in one process (embedded bus unless bus.kind: kafka)")
+    r = cmd(sub, "run", help="all roles in one process (embedded bus unless bus.kind: kafka)")
     r.add_argument("--forever", action="store_true", help="keep running after replays end")
     r.set_defaults(func=cmd_run)
-    i = sub.add_parser("ingest", help="ingest role: cameras -> vigil.frames (until stopped or every "
+    i = cmd(sub, "ingest", help="ingest role: cameras -> vigil.frames (until stopped or every "
                        "replay has ended)")
     i.set_defaults(func=cmd_ingest)
-    de = sub.add_parser("detect", help="detector role: vigil.frames -> vigil.scores (runs until stopped)")
+    de = cmd(sub, "detect", help="detector role: vigil.frames -> vigil.scores (runs until stopped)")
     de.set_defaults(func=cmd_detect)
-    al = sub.add_parser("alert", help="alert role: frames + scores -> alerts (store, vigil.alerts)")
+    al = cmd(sub, "alert", help="alert role: frames + scores -> alerts (store, vigil.alerts)")
     al.set_defaults(func=cmd_alert)
 
-    a = sub.add_parser("alerts", help="follow alert events, list stored alerts, fetch clips")
+    a = cmd(sub, "alerts", help="follow alert events, list stored alerts, fetch clips")
     asub = a.add_subparsers(dest="alerts_command", required=True)
-    at = asub.add_parser("tail", help="print alert events as JSON lines as they come")
+    at = cmd(asub, "tail", help="print alert events as JSON lines as they come")
     at.add_argument("--from-beginning", action="store_true", help="start with the oldest event kept")
     at.add_argument("--camera", help="only this camera's events")
     at.add_argument("--source", choices=["auto", "topic", "store"], default="auto",
                     help="vigil.alerts on Kafka or the store's event log (auto: Kafka if bus.kind is kafka)")
     at.add_argument("--count", type=int, help="exit after this many events")
     at.add_argument("--timeout", type=float, help="exit after this many seconds without an event")
-    al_ = asub.add_parser("list", help="stored alerts, newest first (JSON lines)")
+    al_ = cmd(asub, "list", help="stored alerts, newest first (JSON lines)")
     al_.add_argument("--camera", help="only this camera's alerts")
-    al_.add_argument("--limit", type=int, default=100)
-    ag = asub.add_parser("get", help="an alert's record (JSON); its clip and snapshot to files")
-    ag.add_argument("alert_id")
+    al_.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    ag = cmd(asub, "get", help="an alert's record (JSON); its clip and snapshot to files")
+    ag.add_argument("alert_id", help="the alert's id, as `alerts list` prints it")
     ag.add_argument("-o", "--out", type=Path, help="write the clip (MP4) here")
     ag.add_argument("--snapshot", type=Path, help="write the snapshot (JPEG) here")
+    for reader in (at, al_, ag):
+        reader.add_argument("--store-dir", type=Path,
+                            help="read this local store folder (e.g. runs/demo/alerts) instead of "
+                                 "alerting.store")
     a.set_defaults(func=cmd_alerts)
 
-    ev = sub.add_parser("eval", help="evaluate on a test set").add_subparsers(dest="dataset", required=True)
-    stc = ev.add_parser("stc", help="ShanghaiTech-Campus layout: frame/pixel AUROC, AUPRO, report")
+    ev = cmd(sub, "eval", help="evaluate on a test set").add_subparsers(dest="dataset", required=True,
+                                                                     metavar="DATASET")
+    stc = cmd(ev, "stc", help="ShanghaiTech-Campus layout: frame/pixel AUROC, AUPRO, report")
     stc.add_argument("--root", type=Path, required=True, help="dataset root (training/, testing/)")
     stc.add_argument("--scenes", help="comma-separated scene ids (default: all in testing/frames)")
     stc.add_argument("--model", choices=["cflow", "sanflow"], help="model kind to train / expect")
@@ -395,13 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     stc.add_argument("--through-pipeline", action="store_true",
                      help="also replay the test frames through the streaming pipeline and check the scores")
     stc.add_argument("--smooth", default="5", help="causal smoothing windows in frames, e.g. 5,10")
-    stc.add_argument("-o", "--out", type=Path, default=Path("runs/eval-stc"))
+    stc.add_argument("-o", "--out", type=Path, default=Path("runs/eval-stc"),
+                     help="report folder (default runs/eval-stc)")
     stc.set_defaults(func=cmd_eval_stc)
 
-    d = sub.add_parser("demo", help="train on the shipped campus clip, stream it with alerting, score it")
-    d.add_argument("-o", "--out", type=Path, default=Path("runs/demo"))
-    d.add_argument("--epochs", type=int, default=6)
-    d.add_argument("-q", "--quiet", action="store_true")
+    d = cmd(sub, "demo", help="train on the shipped campus clip, stream it with alerting, score it")
+    d.add_argument("-o", "--out", type=Path, default=Path("runs/demo"),
+                   help="output folder (default runs/demo)")
+    d.add_argument("--epochs", type=int, default=6, help="training epochs of the demo scene (default 6)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -417,9 +469,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_redaction()  # every root handler: no library's log line shows a secret, at any level
     install_excepthooks()  # nor an uncaught exception's traceback, in any thread
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
         cfg = load_config(args.config)
-        return args.func(args, cfg)
+        with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
+            return args.func(args, cfg)
     except _user_errors() as exc:
         print(f"vigil: error: {redact_url(exc)}", file=sys.stderr)
         return 2
