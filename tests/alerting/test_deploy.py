@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 import yaml
 
 from tests.conftest import REPO
@@ -30,3 +31,30 @@ def test_compose_file_has_the_services_and_a_gpu_for_the_detector() -> None:
 
 def test_bootstrap_installs_redis() -> None:
     assert "redis-server" in (REPO / "scripts" / "bootstrap-system.sh").read_text()
+
+
+def _pip_targets(text: str) -> set[str]:
+    """The package specs of every `pip install` in a Makefile or Dockerfile text."""
+    targets: set[str] = set()
+    for line in text.splitlines():
+        if "pip install" in line:
+            words = line.split("pip install", 1)[1].split()
+            targets |= {w.strip("'\"") for w in words if not w.startswith("-") and w not in ("&&", "\\")}
+    return targets
+
+
+def test_compose_builds_the_dockerfile_which_installs_what_make_installs() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for role in ("ingest", "detect", "alert"):
+        assert compose["services"][role]["build"] == "."
+    dockerfile = (REPO / "Dockerfile").read_text()
+    (base,) = [ln for ln in dockerfile.splitlines() if ln.startswith("FROM ")]
+    assert base.startswith("FROM nvidia/cuda:") and "runtime" in base
+    make = _pip_targets((REPO / "Makefile").read_text())
+    assert make == {".[dev]"} and _pip_targets(dockerfile) == make
+    # every package the install needs is copied into the image
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert {p.rstrip("*") for p in include["include"]} <= copied
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and "models" in ignored
