@@ -196,8 +196,12 @@ class SANFlowHead(CFlowHead):
         prior_window: int = 11,
         fixed_variance: bool = False,
         stats_input: str = "full",
+        score_variance: str = "learned",
     ) -> None:
         super().__init__(feature_dims, cond_dim, blocks, clamp, chunk)
+        if score_variance not in ("learned", "prior"):
+            raise ValueError(f"score_variance must be 'learned' or 'prior', got {score_variance!r}")
+        self.score_variance = score_variance
         self.stats_factor = stats_input_factor(stats_input)
         self.stats_input = stats_input
         self.stats_width = stats_width
@@ -209,7 +213,7 @@ class SANFlowHead(CFlowHead):
 
     @property
     def needs_images(self) -> bool:
-        return not self.fixed_variance
+        return not self.fixed_variance and self.score_variance == "learned"
 
     def config(self) -> dict:
         return {
@@ -219,6 +223,7 @@ class SANFlowHead(CFlowHead):
             "prior_window": self.prior_window,
             "fixed_variance": self.fixed_variance,
             "stats_input": self.stats_input,
+            "score_variance": self.score_variance,
         }
 
     # ------------------------------------------------------------------ variance
@@ -241,12 +246,16 @@ class SANFlowHead(CFlowHead):
         bounded = STATS_RANGE * torch.tanh(raw / STATS_RANGE)
         return (bounded[..., 0] + math.log(self.prior_alpha), bounded[..., 1] + math.log(self.prior_beta))
 
+    def _prior_log_variance(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """log σ² = log of the prior mode at every location of every grid."""
+        return [torch.full((f.shape[0], *f.shape[2:]), math.log(self.prior_mode)).to(f) for f in features]
+
     def log_variance_maps(
         self, features: Sequence[torch.Tensor], images: torch.Tensor | None
     ) -> list[torch.Tensor]:
         """log σ² per location (B, H_l, W_l): the mode of the predicted inverse gamma."""
         if self.stats is None:
-            return [torch.full((f.shape[0], *f.shape[2:]), math.log(self.prior_mode)).to(f) for f in features]
+            return self._prior_log_variance(features)
         if images is None:
             raise ValueError("SANFlow needs the input images to predict its variances (images=None)")
         sizes = [tuple(f.shape[2:]) for f in features]
@@ -260,9 +269,11 @@ class SANFlowHead(CFlowHead):
         self, features: Sequence[torch.Tensor], images: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
         maps = []
-        for layer, (feature, log_var) in enumerate(
-            zip(features, self.log_variance_maps(features, images), strict=True)
-        ):
+        if self.score_variance == "prior":  # the network shaped training only; score with σ² = ξ
+            log_vars = self._prior_log_variance(features)
+        else:
+            log_vars = self.log_variance_maps(features, images)
+        for layer, (feature, log_var) in enumerate(zip(features, log_vars, strict=True)):
             b, _, h, w = feature.shape
             fibers, positions = self.fibers(feature)
             lv = log_var.reshape(-1)

@@ -119,6 +119,10 @@ class TrainSettings(Strict):
     # The statistics network's input: full (the paper's), or the image downscaled by 2, 4 or 8
     # (a quarter, 1/16 or 1/64 of its cost; the variance is only read at strides 8-32).
     sanflow_stats_input: StatsInput = "full"
+    #: How the predicted variance reaches the score: "learned" (the paper: the statistics
+    #: network's σ² in the likelihood) or "prior" (the network shapes training only; frames
+    #: are scored with σ² = the prior mode, so no network runs at inference).
+    sanflow_score_variance: Literal["learned", "prior"] = "learned"
 
     @model_validator(mode="before")
     @classmethod

@@ -218,7 +218,8 @@ def head_config(settings: TrainSettings, feature_dims: Sequence[int]) -> dict:
         config.update(stats_width=settings.sanflow_stats_width, prior_mode=settings.sanflow_prior_mode,
                       prior_window=settings.sanflow_prior_window,
                       fixed_variance=settings.sanflow_fixed_variance,
-                      stats_input=settings.sanflow_stats_input)
+                      stats_input=settings.sanflow_stats_input,
+                      score_variance=settings.sanflow_score_variance)
     return config
 
 

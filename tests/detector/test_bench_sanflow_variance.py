@@ -1,5 +1,6 @@
 """bench/sanflow_variance.py: variance pictures and normal/anomalous histograms of a SANFlow
-checkpoint, on synthetic anomalies and on test clips with masks."""
+checkpoint, on synthetic anomalies and on test clips with masks; bench/sanflow_rescore.py:
+the same checkpoint scored with its learned variance and with the prior's."""
 
 from __future__ import annotations
 
@@ -50,3 +51,13 @@ def test_variance_report_and_pictures(tmp_path: Path) -> None:
         picture = cv2.imread(str(out / "variance.png"))
         assert picture.shape[:2] == (3 * 64, 4 * 64)  # 3 frames: the frame and one map per layer
         assert (out / "histogram.png").stat().st_size > 0
+
+    rescore = load_bench_script("sanflow_rescore")
+    out = tmp_path / "rescore.json"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert rescore.main(["--root", str(root), "--registry", str(registry), "--scenes", "01",
+                             "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    learned, prior = report["scenes"]["01"]["learned"], report["scenes"]["01"]["prior"]
+    assert 0.0 <= learned["frame_auroc"] <= 1.0 and 0.0 <= prior["frame_auroc"] <= 1.0
+    assert "prior" in printed.getvalue()

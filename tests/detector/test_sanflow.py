@@ -449,3 +449,23 @@ def test_checkpoint_records_the_statistics_input(encoder, sanflow_model: SceneMo
     q_after = FrameScorer(encoder, loaded).score_batch(frames)
     assert [r.score for r in q_after] == pytest.approx([r.score for r in q_before], abs=1e-6)
     assert not np.allclose([r.raw for r in q_after], [r.raw for r in before], atol=1e-3)
+
+
+def test_scoring_with_the_prior_variance_needs_no_images_and_equals_a_fixed_variance_likelihood() -> None:
+    head = _head()
+    _perturb_statistics(head)
+    head.eval()
+    feats, images = _inputs(2)
+    with torch.no_grad():
+        learned = head(feats, images)
+        head.score_variance = "prior"
+        assert not head.needs_images and head.config()["score_variance"] == "prior"
+        prior = head(feats, None)
+        fixed = _head(fixed_variance=True)
+        fixed.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("stats.")})
+        expected = fixed.eval()(feats, None)
+    for a, b in zip(prior, expected, strict=True):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(prior, learned, strict=True))
+    with pytest.raises(ValueError, match="score_variance"):
+        _head(score_variance="posterior")
