@@ -81,9 +81,9 @@ def spawn(role: str, seconds: float, policy: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in OMP_VARS}
     if policy == "vigil":
         configure_openmp(environ=env)
-    elif policy == "passive":
+    elif policy == "passive":  # as vigil's, but no spin at all
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-        env.update(OMP_NUM_THREADS=configure_openmp(environ={})["OMP_NUM_THREADS"])
+        configure_openmp(environ=env)
     elif policy.startswith("env:"):  # e.g. env:GOMP_SPINCOUNT=10000;OMP_NUM_THREADS=2
         env.update(kv.split("=", 1) for kv in policy[4:].split(";"))
     return subprocess.Popen([sys.executable, __file__, "--child", role, "--seconds", str(seconds)],

@@ -115,8 +115,14 @@ class Positions:
 
     def conditions(self, channels: int, like: torch.Tensor) -> torch.Tensor:
         """The explicit conditions (N, channels): each fiber's positional encoding."""
-        table = positional_encoding_2d(channels, *self.grid).to(like).reshape(channels, -1).T
+        table = position_table(channels, self.grid, like)
         return table[self.index.to(table.device)]
+
+
+def position_table(channels: int, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """The positional encoding of every position of ``grid``, one row per flat position
+    ``row * width + column``: (H*W, channels), on ``like``'s device and dtype."""
+    return positional_encoding_2d(channels, *grid).to(like).reshape(channels, -1).T.contiguous()
 
 
 def _check_block(block: nn.Module) -> None:
@@ -193,9 +199,7 @@ class CFlowHead(nn.Module):
         key = (grid, like.device, like.dtype)
         table = self._encodings.get(key)
         if table is None:
-            table = positional_encoding_2d(self.cond_dim, *grid).to(like)
-            table = table.reshape(self.cond_dim, -1).T.contiguous()
-            self._encodings[key] = table
+            table = self._encodings[key] = position_table(self.cond_dim, grid, like)
         return table
 
     def _training(self, first: nn.Linear) -> bool:

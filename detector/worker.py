@@ -254,11 +254,13 @@ class BatchScorer:
         cal = scene.model.calibration
         scale, provisional = self.learning.observe(
             msg.camera, scene.model_id, msg.seq, msg.ts, score, cal.false_alarm_rate if cal else 0.001)
+        if scale != 1.0:  # a learned camera threshold; otherwise nothing to rescale per frame
+            score, amap = score / scale, amap / scale
         return ScoreMessage(
             camera=msg.camera, scene=msg.scene, seq=msg.seq, ts=msg.ts, source=msg.source,
-            score=score / scale, raw=raw, model=scene.model_id,
+            score=score, raw=raw, model=scene.model_id,
             latency_ms=max(0.0, time.time() * 1000 - msg.ts),
-            anomaly_map=_resize_map(amap / scale, self.settings.map_size),
+            anomaly_map=_resize_map(amap, self.settings.map_size),
             map_encoding=self.settings.map_encoding, provisional=provisional,
         )
 
