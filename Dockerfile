@@ -28,6 +28,7 @@ COPY scenes ./scenes
 COPY detector ./detector
 COPY training ./training
 COPY alerting ./alerting
+COPY ui ./ui
 COPY vigil ./vigil
 COPY configs ./configs
 # The same install as `make` (tests/alerting/test_deploy.py checks that the extras match).

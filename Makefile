@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vigil demo
+	$(BIN)/vigil demo $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

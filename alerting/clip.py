@@ -103,6 +103,8 @@ class ClipAssembler:
         self.first_seq: int | None = None
         self.last_seq: int | None = None  # the last frame considered (written or not)
         self.seqs: list[int] = []  # frames written
+        #: ``[seq, ts, score]`` of every frame written (score None: the frame had none yet)
+        self.timeline: list[list] = []
         self.broken = False  # the encoder failed: the clip keeps what it has
 
     @property
@@ -132,6 +134,8 @@ class ClipAssembler:
         if self.first_seq is None:
             self.first_seq = entry.seq
         self.seqs.append(entry.seq)
+        score = None if entry.score is None else round(float(entry.score), 4)
+        self.timeline.append([entry.seq, entry.ts, score])
         return True
 
     def finish(self) -> bytes | None:
@@ -174,6 +178,11 @@ class ClipRecorder:
     def first_seq(self) -> int | None:
         """Seq of the first frame written (None: none yet)."""
         return self.clip.first_seq if self.clip is not None else None
+
+    @property
+    def timeline(self) -> list[list]:
+        """``[seq, ts, score]`` of the frames written so far (the alert page's score timeline)."""
+        return list(self.clip.timeline) if self.clip is not None else []
 
     @property
     def last_written_seq(self) -> int | None:

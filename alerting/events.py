@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from alerting.lifecycle import AlertState
@@ -89,6 +89,9 @@ class AlertRecord:
     clip_last_seq: int | None = None
     written_ms: int = 0  # wall clock of the write (retention of the local store)
     provisional: bool = False  # decided during the camera's learning period
+    #: ``[seq, ts, score]`` of the clip's frames (pre-roll to post-roll): the score timeline
+    #: the review page draws against the threshold
+    timeline: list = field(default_factory=list)
 
     @classmethod
     def from_state(cls, state: AlertState, *, status: Status, version: int, clip_key: str,

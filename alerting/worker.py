@@ -575,7 +575,7 @@ class AlertWorker:
             clip_key=self.store.clip_key(alert.state.alert_id),
             snapshot_key=self.store.snapshot_key(alert.state.alert_id) if snapshot is not None else None,
             region=region, clip_ready=clip is not None, clip_frames=c.frames,
-            clip_first_seq=c.first_seq, clip_last_seq=c.last_written_seq,
+            clip_first_seq=c.first_seq, clip_last_seq=c.last_written_seq, timeline=c.timeline,
         )
         event = record.event(state, seq, ts)
         result = self._put(AlertWrite(record, event, clip, snapshot), cam.camera, alert.state.anchor_seq)

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""The README's "Faults survived" table, from what the fault suite measured.
+"""The "Faults survived" table of docs/results.md, from what the fault suite measured.
 
 Each test of ``tests/faults/`` writes its row (fault, frames lost, alerts lost, duplicates
 after de-duplication, recovery time, notes, its own wall time) into ``runs/faults.json``;
 this script renders them as a markdown table, and with ``--readme`` puts the table into
-README.md between its ``fault-table`` markers.
+docs/results.md (or the file given) between its ``fault-table`` markers.
 
     .venv/bin/python -m pytest -q tests/faults        # measures, writes runs/faults.json
     .venv/bin/python bench/fault_table.py             # prints the table
-    .venv/bin/python bench/fault_table.py --readme README.md
+    .venv/bin/python bench/fault_table.py --readme docs/results.md
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def render(rows: list[dict]) -> str:
     seconds = sum(r.get("seconds", 0.0) for r in rows)
     lines.append("")
     lines.append(f"Measured by `tests/faults/` ({len(rows)} faults, {seconds:.0f} s of test time on this "
-                 "project's 2-core machine); regenerate with `bench/fault_table.py --readme README.md`.")
+                 "project's 2-core machine); regenerate with "
+                 "`bench/fault_table.py --readme docs/results.md`.")
     return "\n".join(lines)
 
 

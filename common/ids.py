@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CAMERA_ID_RULE", "SCENE_ID_RULE", "InvalidCameraIdError", "InvalidSceneIdError", "is_camera_id",
-           "is_scene_id", "validate_camera_id", "validate_scene_id"]
+__all__ = ["CAMERA_ID_RULE", "SCENE_ID_RULE", "InvalidCameraIdError", "InvalidSceneIdError", "is_alert_id",
+           "is_camera_id", "is_scene_id", "validate_camera_id", "validate_scene_id"]
 
 SCENE_ID_RULE = "1-64 characters of letters, digits, '_', '-', '.', starting with a letter or digit"
 CAMERA_ID_RULE = "1-128 characters of letters, digits, '_', '-', '.', starting with a letter or digit"
@@ -66,3 +66,17 @@ def validate_camera_id(camera: object) -> str:
     if not is_camera_id(camera):
         raise InvalidCameraIdError(f"invalid camera id {_shown(camera)}: use {CAMERA_ID_RULE}")
     return camera  # type: ignore[return-value]
+
+
+#: Alert ids (a camera id, its start seq and, for live cameras, start time:
+#: ``alerting.lifecycle.alert_id``) name files and keys too: camera-id characters, a little longer.
+_ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def is_alert_id(value: object) -> bool:
+    """Whether ``value`` can be an alert id (the stores and the review page refuse others).
+
+    >>> is_alert_id("gate-000000057"), is_alert_id("../x"), is_alert_id("a<b"), is_alert_id("x\\n")
+    (True, False, False, False)
+    """
+    return isinstance(value, str) and _ALERT_ID.fullmatch(value) is not None

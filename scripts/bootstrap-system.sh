@@ -9,6 +9,8 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v rtsp-server-perl >/dev/null || need+=(rtsp-server-perl)
 # the alerting tests store alerts in a real Redis
 command -v redis-server >/dev/null || need+=(redis-server)
+# the review page's tests drive a real headless browser (Playwright with Debian's chromium)
+command -v chromium >/dev/null || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   echo "vigilflow needs these system packages: ${need[*]} (install them with your package manager)" >&2

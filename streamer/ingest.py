@@ -96,6 +96,7 @@ class _CameraHealth:
     started: float
     last_frame: float | None = None
     throttled: bool = False
+    reconnecting: bool = False  # the source lost its connection and is trying again
     finished: str = ""  # why the worker ended ("" while running)
 
 
@@ -116,7 +117,10 @@ class IngestMetrics:
 
     :meth:`health` is unhealthy while a running camera has delivered no frame for its
     ``watchdog_s`` (counted from its start before the first frame); a camera whose replay
-    is held up by back-pressure, or whose worker has finished, is not stalled.
+    is held up by back-pressure, or whose worker has finished, is not stalled. A camera's
+    ``state``: ``starting``, ``streaming``, ``reconnecting`` (its source lost the connection and
+    tries again; until the next frame), ``throttled``, ``stalled`` (past its watchdog), or why
+    its worker finished.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None,
@@ -167,6 +171,14 @@ class IngestMetrics:
             state = self._cameras.get(camera_id)
             if state is not None:
                 state.last_frame = self._clock()
+                state.reconnecting = False
+
+    def set_reconnecting(self, camera_id: str) -> None:
+        """Mark a camera as reconnecting (until its next frame)."""
+        with self._lock:
+            state = self._cameras.get(camera_id)
+            if state is not None:
+                state.reconnecting = True
 
     def set_throttled(self, camera_id: str, throttled: bool) -> None:
         """Mark a replay as held up by back-pressure (not a stall); ending it restarts the watchdog."""
@@ -197,6 +209,8 @@ class IngestMetrics:
                     state, ok = "throttled", True
                 elif age > st.watchdog_s:
                     state, ok = "stalled", False
+                elif st.reconnecting:
+                    state, ok = "reconnecting", True
                 else:
                     state, ok = ("streaming" if st.last_frame is not None else "starting"), True
                 cameras[cid] = {"ok": ok, "state": state, "seconds_since_frame": round(age, 3),
@@ -448,6 +462,7 @@ class IngestWorker:
     def _on_reconnect(self, attempt: int, delay_s: float, reason: str) -> None:
         self.stats.reconnects += 1
         self.metrics.reconnects.labels(self.camera.id).inc()
+        self.metrics.set_reconnecting(self.camera.id)
 
     def _on_skip(self, seq: int, what: str) -> None:
         self.stats.corrupt += 1

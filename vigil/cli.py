@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ _USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("scenes.registry", "UnknownSceneError"), ("common.ids", "InvalidSceneIdError"),
     ("detector.scorer", "EncoderMismatchError"), ("common.bus", "BusError"), ("alerting.store", "StoreError"),
     ("alerting.cli", "AlertNotFoundError"), ("training.testset", "EvaluationError"),
-    ("detector.offline", "OutputError"),
+    ("detector.offline", "OutputError"), ("ui.server", "ListenError"),
 )
 
 
@@ -200,16 +201,43 @@ def cmd_demo(args: argparse.Namespace, cfg: VigilConfig) -> int:
     """The whole system on the shipped clip: train, stream with alerting, score offline."""
     from vigil.demo import run_demo
 
-    report = run_demo(cfg, args.out, args.epochs, args.quiet)
-    print(json.dumps(report, indent=2))
-    print(f"demo outputs in {args.out}: scores/, alerts/ (clips and snapshots), score/overlay.mp4, "
-          "score/timeline.png")
-    first = report["alerts"][0]["alert_id"] if report["alerts"] else "ALERT_ID"
-    print(f"look at what it made:\n"
-          f"  vigil scenes --registry {args.out / 'scenes'}\n"
-          f"  vigil alerts list --store-dir {args.out / 'alerts'}\n"
-          f"  vigil alerts get {first} --store-dir {args.out / 'alerts'} -o clip.mp4 --snapshot snapshot.jpg")
+    def ready(report: dict, url: str | None) -> None:
+        print(json.dumps(report, indent=2))
+        print(f"demo outputs in {args.out}: scores/, alerts/ (clips and snapshots), score/overlay.mp4, "
+              "score/timeline.png")
+        first = report["alerts"][0]["alert_id"] if report["alerts"] else "ALERT_ID"
+        print(f"look at what it made:\n"
+              f"  vigil ui --store-dir {args.out / 'alerts'}\n"
+              f"  vigil scenes --registry {args.out / 'scenes'}\n"
+              f"  vigil alerts list --store-dir {args.out / 'alerts'}\n"
+              f"  vigil alerts get {first} --store-dir {args.out / 'alerts'} -o clip.mp4 "
+              "--snapshot snapshot.jpg", flush=True)
+        if url is not None:
+            print(f"\nthe review page: {url}  (serving until Ctrl-C)", flush=True)
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                print("stopped", flush=True)
+
+    if args.port is not None:
+        cfg = cfg.model_copy(update={"ui": cfg.ui.model_copy(update={"port": args.port})})
+    run_demo(cfg, args.out, args.epochs, args.quiet, serve=args.serve, on_ready=ready)
     return 0
+
+
+def cmd_ui(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    """The review page on its own, until Ctrl-C: alerts from the store the config names (or
+    ``--store-dir``), live tiles from the Kafka topics when ``bus.kind: kafka``."""
+    given = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    ui = cfg.ui.model_copy(update={"enabled": True, **given})
+    update: dict = {"ui": ui}
+    if args.store_dir is not None:
+        from alerting.config import LocalStoreConfig
+
+        if not args.store_dir.is_dir():
+            raise ConfigError(f"--store-dir {args.store_dir}: no such folder")
+        update["alerting"] = cfg.alerting.model_copy(update={"store": LocalStoreConfig(dir=args.store_dir)})
+    return _run_roles(cfg.model_copy(update=update), ("ui",), until_drained=False)
 
 
 def _named(camera: str, exc: BaseException) -> str:
@@ -249,7 +277,9 @@ def _run_roles(cfg: VigilConfig, roles: tuple[str, ...], until_drained: bool) ->
 
 def cmd_run(args: argparse.Namespace, cfg: VigilConfig) -> int:
     """All roles in one process; returns when every replay is scored, or on Ctrl-C."""
-    return _run_roles(cfg, ("ingest", "detect", "record", "alert"), until_drained=not args.forever)
+    from vigil.runner import RUN_ROLES
+
+    return _run_roles(cfg, RUN_ROLES, until_drained=not args.forever)
 
 
 def cmd_ingest(args: argparse.Namespace, cfg: VigilConfig) -> int:
@@ -318,6 +348,7 @@ START_HERE = """\
 start here:
   vigil demo                      train on the shipped clip, stream it with alerting, score it
   vigil train --scene S --videos NORMAL.mp4 ...   then   vigil run --config CAMERAS.yaml
+  vigil ui                        the review page: cameras, alerts, clips (http://127.0.0.1:8765/)
   vigil COMMAND --help            the options of one command
 
 README.md is the manual; configs/default.yaml lists every setting."""
@@ -454,7 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default runs/demo)")
     d.add_argument("--epochs", type=int, default=6, help="training epochs of the demo scene (default 6)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--serve", action=argparse.BooleanOptionalAction, default=True,
+                   help="serve the review page during the demo and after it until Ctrl-C "
+                        "(--no-serve: exit when done, for scripts)")
+    d.add_argument("--port", type=int, help="the review page's port (default: ui.port)")
     d.set_defaults(func=cmd_demo)
+
+    u = cmd(sub, "ui", help="the review page: camera tiles, alerts, clips, review marks (until Ctrl-C)")
+    u.add_argument("--store-dir", type=Path,
+                   help="serve this local store folder (e.g. runs/demo/alerts) instead of alerting.store")
+    u.add_argument("--host", help="address to listen on (default: ui.host, 127.0.0.1)")
+    u.add_argument("--port", type=int, help="port (default: ui.port; 0: any free port)")
+    u.set_defaults(func=cmd_ui)
     return p
 
 

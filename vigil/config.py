@@ -18,6 +18,7 @@ from common.config import Strict
 from detector.settings import DetectorSettings
 from streamer.camera import CameraConfig
 from training.settings import TrainSettings
+from ui.config import UiConfig
 
 UNKNOWN_KEY_ERRORS = {"extra_forbidden", "unexpected_keyword_argument"}
 
@@ -98,6 +99,7 @@ class VigilConfig(Strict):
     ops: OpsConfig = OpsConfig()
     recorder: RecorderConfig = RecorderConfig()
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> VigilConfig:

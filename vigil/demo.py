@@ -5,14 +5,19 @@
    shows -- so there is an event to find.
 2. Trains the scene ``campus`` on the normal footage.
 3. Runs every role (ingest -> detector -> recorder + alerting) on the in-process bus with
-   the camera video as a replayed camera, like `vigil run`.
+   the camera video as a replayed camera, like `vigil run`, and the review page beside them
+   (unless told not to serve it).
 4. Scores the camera video offline too, for the pictures: an overlay video and a timeline.
+5. Hands the report and the page's URL to ``on_ready`` (`vigil demo` prints them and serves
+   the page until Ctrl-C), then stops.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,6 +25,10 @@ import numpy as np
 from streamer.video import iter_frames
 from streamer.writer import VideoWriter
 from vigil.config import VigilConfig
+
+if TYPE_CHECKING:  # the model stack loads when the demo runs, not when the CLI starts
+    from detector.encoders import Encoder
+    from scenes.registry import SceneRegistry
 
 CLIP = Path(__file__).resolve().parent / "data" / "campus_clip.mp4"  # package data (pyproject.toml)
 NORMAL_FRAMES = 80
@@ -75,12 +84,12 @@ def stream_config(cfg: VigilConfig, out: Path, camera: Path) -> VigilConfig:
     })
 
 
-def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
-    from alerting.store import open_store
-    from detector.checkpoint import load_scene, save_scene
+def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool, serve: bool = False,
+             on_ready: Callable[[dict, str | None], None] | None = None) -> dict:
+    """Train, stream, score (the module docstring); ``serve``: with the review page, whose
+    URL ``on_ready`` gets with the report while the page still serves."""
+    from detector.checkpoint import save_scene
     from detector.encoders import Encoder
-    from detector.offline import score_source
-    from detector.scorer import FrameScorer
     from scenes.registry import SceneRegistry
     from training.data import load_scene_frames
     from training.train import train_scene
@@ -101,10 +110,28 @@ def run_demo(cfg: VigilConfig, out: Path, epochs: int, quiet: bool) -> dict:
     print("[2/3] streaming the camera video through ingest -> detector -> alerting (embedded bus)",
           flush=True)
     run_cfg = stream_config(cfg, out, camera)
-    with Pipeline(run_cfg, ("ingest", "detect", "record", "alert")) as pipeline:
+    roles = ("ingest", "detect", "record", "alert", *(("ui",) if serve else ()))
+    with Pipeline(run_cfg, roles) as pipeline:
+        if pipeline.ui is not None:
+            print(f"      the review page is live: {pipeline.ui.url}", flush=True)
         pipeline.wait(timeout=600)
-    alerts = open_store(run_cfg.alerting.store).list("demo-cam")
+        report = _finish(run_cfg, registry, encoder, camera, out, quiet)
+        if on_ready is not None:
+            on_ready(report, pipeline.ui.url if pipeline.ui is not None else None)
+    return report
 
+
+def _finish(run_cfg: VigilConfig, registry: SceneRegistry, encoder: Encoder, camera: Path, out: Path,
+            quiet: bool) -> dict:
+    """Steps 3-4: the stored alerts, the offline scoring, ``demo.json``."""
+    from alerting.store import open_store
+    from detector.checkpoint import load_scene
+    from detector.offline import score_source
+    from detector.scorer import FrameScorer
+
+    store = open_store(run_cfg.alerting.store)
+    alerts = store.list("demo-cam")
+    store.close()
     print("[3/3] scoring the camera video offline for the overlay video and timeline", flush=True)
     model, _ = load_scene(registry, "campus")
     summary = score_source(FrameScorer(encoder, model, "campus"), camera, out / "score",

@@ -36,6 +36,9 @@ from common.messages import FRAMES_TOPIC, SCORES_TOPIC
 from common.redact import redact_url
 from streamer.ingest import IngestMetrics, IngestWorker
 from streamer.sources import Source, open_source
+from ui.health import HealthSource, UrlHealth, from_ingest_detail
+from ui.live import LiveFeed, LiveView
+from ui.server import UiApp, UiServer
 from vigil.config import SetupError, VigilConfig
 from vigil.ops import OpsServer
 from vigil.recorder import ScoreRecorder
@@ -48,7 +51,9 @@ if TYPE_CHECKING:  # the model stack is imported only by a process that detects 
 log = logging.getLogger(__name__)
 
 ROLES = ("ingest", "detect", "record", "alert")
-#: What a Pipeline runs unless told otherwise (`vigil run` adds "alert").
+#: What `vigil run` runs: every role and the review page (when ``ui.enabled``).
+RUN_ROLES = (*ROLES, "ui")
+#: What a Pipeline runs unless told otherwise (`vigil run` adds "alert" and "ui").
 DEFAULT_ROLES = ("ingest", "detect", "record")
 
 
@@ -134,9 +139,9 @@ class Pipeline:
     detector_thread: bool = True
 
     def __post_init__(self) -> None:
-        unknown = set(self.roles) - set(ROLES)
+        unknown = set(self.roles) - set(RUN_ROLES)
         if unknown:
-            raise ValueError(f"unknown roles {sorted(unknown)}; known: {ROLES}")
+            raise ValueError(f"unknown roles {sorted(unknown)}; known: {RUN_ROLES}")
         self.bus = self.bus or make_bus(self.cfg)
         self.ingest: list[IngestWorker] = []
         self.detector: DetectorWorker | None = None
@@ -144,6 +149,9 @@ class Pipeline:
         self.alerter: AlertWorker | None = None
         self.alert_store: AlertStore | None = None
         self.ops: OpsServer | None = None
+        self.ui: UiServer | None = None
+        self.ui_feed: LiveFeed | None = None
+        self._ui_store: AlertStore | None = None  # the page's own store (a process that does not alert)
         self.ingest_metrics = IngestMetrics(self.registry) if "ingest" in self.roles else None
         self.detector_metrics: DetectorMetrics | None = None
         if "detect" in self.roles:
@@ -210,9 +218,31 @@ class Pipeline:
                     wait_for_capacity=self._replay_capacity() if camera.source == "replay" else None,
                     source=replays.get(camera.id),
                 ).start())
+        if "ui" in self.roles and self.cfg.ui.enabled:
+            self._start_ui()
         if self.cfg.ops.port is not None:
             self.ops = OpsServer(self.registry, self.health, self.cfg.ops.host, self.cfg.ops.port).start()
         return self
+
+    def _start_ui(self) -> None:
+        """The review page: the alert store (this process's, when it alerts), a live view fed
+        from the bus, and the cameras' health (this process's ingest, else ``ui.health_urls``)."""
+        assert self.bus is not None
+        u = self.cfg.ui
+        live = LiveView(u.history_s, u.max_cameras)
+        store = self.alert_store if self.alert_store is not None else open_store(self.cfg.alerting.store)
+        self._ui_store = store if self.alert_store is None else None
+        health: HealthSource | None = None
+        if self.ingest_metrics is not None:
+            metrics = self.ingest_metrics
+            health = lambda: from_ingest_detail(metrics.health()[1])  # noqa: E731
+        elif u.health_urls:
+            health = UrlHealth(u.health_urls)
+        self.ui_feed = LiveFeed(self.bus.consumer(u.group, [FRAMES_TOPIC, SCORES_TOPIC]), live, self.stop,
+                                self.registry).start()
+        app = UiApp(store, u, live, health, self.registry, ready=self.health)
+        self.ui = UiServer(app, u.host, u.port).start()
+        log.info("review page: %s", self.ui.url)
 
     def _open_replays(self) -> dict[str, Source]:
         """Every replay camera's source, opened now: one that cannot be (a missing file, a
@@ -250,7 +280,8 @@ class Pipeline:
             ingest_ok, ingest_detail = self.ingest_metrics.health()
             ok &= ingest_ok
             detail["ingest"] = ingest_detail
-        for name, role in (("detector", self.detector), ("recorder", self.recorder), ("alert", self.alerter)):
+        for name, role in (("detector", self.detector), ("recorder", self.recorder), ("alert", self.alerter),
+                           ("ui", self.ui_feed)):
             if role is None:
                 continue
             alive, error = role.alive, role.error
@@ -297,7 +328,7 @@ class Pipeline:
         self.stop.set()
         for worker in self.ingest:
             worker.join(timeout=10)
-        for role in (self.detector, self.recorder, self.alerter):
+        for role in (self.detector, self.recorder, self.alerter, self.ui_feed):
             if role is not None:
                 role.join(timeout=30)
         if self.alerter is not None and isinstance(self.bus, InProcessBus) and not self.alerter.alive:
@@ -306,7 +337,9 @@ class Pipeline:
                 self.alerter.finish_all()
             except Exception:  # noqa: BLE001 - shutting down; the cause is logged
                 log.exception("alert role: open alerts could not be stored at shutdown")
-        for role in (self.detector, self.recorder, self.alerter):
+        if self.ui is not None:
+            self.ui.close()
+        for role in (self.detector, self.recorder, self.alerter, self.ui_feed):
             consumer = getattr(role, "consumer", None)
             if consumer is not None:
                 consumer.close()
@@ -316,6 +349,8 @@ class Pipeline:
             self.alerter.close()
         if self.alert_store is not None:
             self.alert_store.close()
+        if self._ui_store is not None:
+            self._ui_store.close()
         if self._ingest_producer is not None and self._ingest_producer is not self._producer:
             self._ingest_producer.close()
         if self._producer is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from alerting.config import LocalStoreConfig, RedisStoreConfig
 from alerting.store.base import (
+    REVIEW_MARKS,
     AlertStore,
     AlertWrite,
     PutResult,
@@ -38,6 +39,7 @@ from alerting.store.spool import Spool
 from alerting.store.spooling import SpoolingStore
 
 __all__ = [
+    "REVIEW_MARKS",
     "AlertStore",
     "AlertWrite",
     "LocalStore",

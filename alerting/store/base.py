@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,8 +11,12 @@ from typing import Any, Protocol
 from alerting.events import AlertRecord
 from common.files import replace_file
 
-__all__ = ["AlertStore", "AlertWrite", "PutResult", "SpoolFullError", "StoreError", "StoreUnavailableError",
-           "StoreWriteError"]
+__all__ = ["REVIEW_MARKS", "AlertStore", "AlertWrite", "PutResult", "SpoolFullError", "StoreError",
+           "StoreUnavailableError", "StoreWriteError", "make_review", "page_filter"]
+
+#: An operator's marks on an alert (the review page): seen and real, or a false alarm.
+REVIEW_MARKS = ("reviewed", "false_alarm")
+
 
 
 class StoreError(RuntimeError):
@@ -46,6 +51,40 @@ def write_atomic(path: Path, data: bytes, tmp: Path | None = None) -> None:
         replace_file(path, data, tmp)
     except OSError as exc:
         raise StoreWriteError(path, exc) from exc
+
+
+def make_review(record: AlertRecord, mark: str, note: str = "", now_ms: int | None = None) -> dict[str, Any]:
+    """An operator's mark on ``record`` as the store keeps it: the mark, when, and what the
+    alert was decided with (camera, model, threshold, peak score), so that calibration work
+    can later use false-alarm marks without the alert (which expires with its retention).
+
+    >>> from alerting.events import AlertRecord
+    >>> rec = AlertRecord("c-000000001", "c", "s", "live", "s:cflow:ab", 1.0, 0.8, 1, 1, 5, 1.5, 1, 5,
+    ...                   "closed", 9, "clip", None)
+    >>> make_review(rec, "false_alarm", now_ms=7)["mark"]
+    'false_alarm'
+    """
+    if mark not in REVIEW_MARKS:
+        raise ValueError(f"review mark must be one of {', '.join(REVIEW_MARKS)}, got {str(mark)[:40]!r}")
+    if not isinstance(note, str) or len(note) > 500:
+        raise ValueError("review note must be text of at most 500 characters")
+    return {"mark": mark, "note": note, "at_ms": int(time.time() * 1000) if now_ms is None else now_ms,
+            "alert_id": record.alert_id, "camera": record.camera, "model": record.model,
+            "threshold": record.threshold, "peak_score": record.peak_score, "start_ts": record.start_ts}
+
+
+def page_filter(items: list[tuple[int, str]], since_ts: int | None, before: tuple[int, str] | None
+                ) -> list[tuple[int, str]]:
+    """``(start_ts, alert_id)`` pairs of a listing page: ``start_ts >= since_ts`` and strictly
+    before the cursor ``before`` (the last pair of the previous page), newest first.
+
+    >>> page_filter([(1, "a"), (3, "c"), (2, "b")], since_ts=2, before=None)
+    [(3, 'c'), (2, 'b')]
+    >>> page_filter([(1, "a"), (3, "c"), (2, "b")], since_ts=None, before=(3, "c"))
+    [(2, 'b'), (1, 'a')]
+    """
+    kept = [i for i in items if (since_ts is None or i[0] >= since_ts) and (before is None or i < before)]
+    return sorted(kept, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -88,8 +127,25 @@ class AlertStore(Protocol):
 
     def snapshot(self, alert_id: str) -> bytes | None: ...
 
-    def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
-        """Newest first (by start time)."""
+    def cameras(self) -> list[str]:
+        """Cameras with stored alerts."""
+        ...
+
+    def list(self, camera: str | None = None, limit: int = 100, since_ts: int | None = None,
+             before: tuple[int, str] | None = None) -> list[AlertRecord]:
+        """Newest first (by start time, then id); only alerts that started at ``since_ts`` or
+        later, and only those before the cursor ``before`` = ``(start_ts, alert_id)`` of the
+        previous page's last alert (paging)."""
+        ...
+
+    def set_review(self, alert_id: str, mark: str | None, note: str = "") -> dict | None:
+        """Store an operator's mark (:data:`REVIEW_MARKS`) on a stored alert, or clear it
+        (``mark`` None); returns the review kept (None when cleared). :class:`LookupError`
+        when no such alert is stored; :class:`ValueError` for a mark that is not one of them."""
+        ...
+
+    def reviews(self, alert_ids: list[str]) -> dict[str, dict]:
+        """The reviews of those alerts that have one."""
         ...
 
     def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict | None]]:

@@ -1,8 +1,10 @@
 """The alert store in a local folder (embedded mode): :class:`LocalStore`, with its retention.
 
 Layout (``alerting.store.dir``): ``alerts/{id}.json`` · ``clips/{id}.mp4`` ·
-``snaps/{id}.jpg`` · ``index/{camera}.json`` ({id: start_ts}) · ``events.jsonl`` (capped at
-``events_max`` lines). Files are replaced atomically; alerts older than the retention
+``snaps/{id}.jpg`` · ``reviews/{id}.json`` (an operator's mark, :func:`~alerting.store.base.make_review`)
+· ``index/{camera}.json`` ({id: start_ts}) · ``events.jsonl`` (capped at ``events_max`` lines).
+A review is a file of its own, so the review page (another process, perhaps) never races the
+alert role's writes of the record. Files are replaced atomically; alerts older than the retention
 (by write time) are deleted, and beyond ``max_alerts`` the oldest written go first.
 
 A write that fails (disk full, unwritable) raises :class:`~alerting.store.base.StoreWriteError`
@@ -17,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -27,20 +28,20 @@ from typing import Any
 
 from alerting.config import LocalStoreConfig
 from alerting.events import AlertRecord, EventError, check_event
-from alerting.store.base import AlertWrite, PutResult, StoreError, StoreWriteError, write_atomic
-from common.ids import is_camera_id
+from alerting.store.base import (
+    AlertWrite,
+    PutResult,
+    StoreError,
+    StoreWriteError,
+    make_review,
+    page_filter,
+    write_atomic,
+)
+from common.ids import is_alert_id, is_camera_id
 
 __all__ = ["LocalStore"]
 
 log = logging.getLogger(__name__)
-
-#: Alert ids (camera id, start seq and start time: alerting.lifecycle.alert_id) name files here:
-#: the camera-id characters only (no ``/``, no ``..``), a little longer.
-_ALERT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-
-
-def _is_alert_id(value: object) -> bool:
-    return isinstance(value, str) and _ALERT_ID.fullmatch(value) is not None
 
 
 def _read_json(path: Path) -> Any:
@@ -84,7 +85,7 @@ class LocalStore:
     def __init__(self, cfg: LocalStoreConfig) -> None:
         self.cfg = cfg
         self.root = Path(cfg.dir)
-        for sub in ("alerts", "clips", "snaps", "index"):
+        for sub in ("alerts", "clips", "snaps", "index", "reviews"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.events_path = self.root / "events.jsonl"
         self._lock = threading.RLock()
@@ -107,7 +108,10 @@ class LocalStore:
         return f"snaps/{alert_id}.jpg"
 
     def _record_path(self, alert_id: str) -> Path:
-        return self.root / "alerts" / f"{_name('alert id', alert_id, _is_alert_id)}.json"
+        return self.root / "alerts" / f"{_name('alert id', alert_id, is_alert_id)}.json"
+
+    def _review_path(self, alert_id: str) -> Path:
+        return self.root / "reviews" / f"{_name('alert id', alert_id, is_alert_id)}.json"
 
     def _index_path(self, camera: str) -> Path:
         return self.root / "index" / f"{_name('camera id', camera, is_camera_id)}.json"
@@ -273,8 +277,9 @@ class LocalStore:
         """Delete one alert: its record, clip, snapshot and index entry."""
         alert_id, camera = str(rec.get("alert_id", path.stem)), str(rec.get("camera", ""))
         files = [path]
-        if _is_alert_id(alert_id):
-            files += [self.root / self.clip_key(alert_id), self.root / self.snapshot_key(alert_id)]
+        if is_alert_id(alert_id):
+            files += [self.root / self.clip_key(alert_id), self.root / self.snapshot_key(alert_id),
+                      self._review_path(alert_id)]
         for p in files:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
@@ -285,7 +290,7 @@ class LocalStore:
 
     # -- reads
     def get(self, alert_id: str) -> AlertRecord | None:
-        if not _is_alert_id(alert_id):
+        if not is_alert_id(alert_id):
             return None
         data = _record_file(self._record_path(alert_id))
         if data is None:
@@ -303,15 +308,16 @@ class LocalStore:
             return None
 
     def clip(self, alert_id: str) -> bytes | None:
-        return self._blob(self.clip_key(alert_id)) if _is_alert_id(alert_id) else None
+        return self._blob(self.clip_key(alert_id)) if is_alert_id(alert_id) else None
 
     def snapshot(self, alert_id: str) -> bytes | None:
-        return self._blob(self.snapshot_key(alert_id)) if _is_alert_id(alert_id) else None
+        return self._blob(self.snapshot_key(alert_id)) if is_alert_id(alert_id) else None
 
     def cameras(self) -> list[str]:
         return sorted(p.stem for p in (self.root / "index").glob("*.json"))
 
-    def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
+    def list(self, camera: str | None = None, limit: int = 100, since_ts: int | None = None,
+             before: tuple[int, str] | None = None) -> list[AlertRecord]:
         out = []
         for cam in [camera] if camera is not None else self.cameras():
             if not is_camera_id(cam):
@@ -319,13 +325,36 @@ class LocalStore:
             index = _read_json(self._index_path(cam))
             if not isinstance(index, dict):
                 continue
-            index = {k: v for k, v in index.items() if isinstance(v, int | float)}
-            for alert_id in sorted(index, key=lambda i: (index[i], i), reverse=True)[:limit]:
+            pairs = [(int(v), k) for k, v in index.items() if isinstance(v, int | float)]
+            for _ts, alert_id in page_filter(pairs, since_ts, before)[:limit]:
                 rec = self.get(alert_id)
                 if rec is not None:
                     out.append(rec)
         out.sort(key=lambda r: (r.start_ts, r.alert_id), reverse=True)
         return out[:limit]
+
+    def set_review(self, alert_id: str, mark: str | None, note: str = "") -> dict | None:
+        with self._lock:
+            record = self.get(alert_id)
+            if record is None:
+                raise LookupError(f"no alert {alert_id[:80]!r} in {self.root}")
+            path = self._review_path(alert_id)
+            if mark is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                return None
+            review = make_review(record, mark, note)
+            write_atomic(path, json.dumps(review).encode())
+            return review
+
+    def reviews(self, alert_ids: list[str]) -> dict[str, dict]:
+        out = {}
+        for alert_id in alert_ids:
+            if is_alert_id(alert_id):
+                review = _read_json(self._review_path(alert_id))
+                if isinstance(review, dict) and review.get("mark") is not None:
+                    out[alert_id] = review
+        return out
 
     def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict | None]]:
         start = int(after) if after else 0

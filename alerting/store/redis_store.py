@@ -2,13 +2,13 @@
 
 Layout (prefix default ``vigil:``; docs/architecture.md): ``alert:{id}`` hash (fields JSON
 encoded; event markers ``evt:{event_id}`` = 0 stored / 1 published) · ``clip:{id}`` MP4 ·
-``snap:{id}`` JPEG · ``alerts:{camera}`` sorted set of ids by start time · ``alerts`` capped
-stream (``MAXLEN ~``) of events (field ``event``: the JSON). Every key gets the retention as
-TTL on every write; a camera's index keeps its newest ``index_max`` ids. One Lua script does
-a whole write, so it is atomic. (The keys of one write are not in one hash slot: a single
-Redis server or a replica set, not Redis Cluster.) Entries that cannot be read back (a
-damaged record, a stream entry that is no event) are skipped and logged, never raised to a
-reader that lists or follows.
+``snap:{id}`` JPEG · ``review:{id}`` an operator's mark (JSON) · ``alerts:{camera}`` sorted
+set of ids by start time · ``alerts`` capped stream (``MAXLEN ~``) of events (field
+``event``: the JSON). Every key gets the retention as TTL on every write; a camera's index
+keeps its newest ``index_max`` ids. One Lua script does a whole write, so it is atomic. (The
+keys of one write are not in one hash slot: a single Redis server or a replica set, not
+Redis Cluster.) Entries that cannot be read back (a damaged record, a stream entry that is
+no event) are skipped and logged, never raised to a reader that lists or follows.
 
 Credentials are checked when the store is opened: one ``PING``, and credentials Redis
 refuses raise :class:`StoreAuthError` there and then (``vigil alert`` exits with one error
@@ -32,7 +32,14 @@ from urllib.parse import urlsplit
 
 from alerting.config import RedisStoreConfig
 from alerting.events import AlertRecord, EventError, check_event
-from alerting.store.base import AlertWrite, PutResult, StoreError, StoreUnavailableError
+from alerting.store.base import (
+    AlertWrite,
+    PutResult,
+    StoreError,
+    StoreUnavailableError,
+    make_review,
+    page_filter,
+)
 from common.redact import redact_url
 
 __all__ = ["RedisStore", "StoreAuthError"]
@@ -176,6 +183,9 @@ class RedisStore:
     def index_key(self, camera: str) -> str:
         return self.key(f"alerts:{camera}")
 
+    def review_key(self, alert_id: str) -> str:
+        return self.key(f"review:{alert_id}")
+
     @property
     def stream_key(self) -> str:
         return self.key("alerts")
@@ -260,12 +270,20 @@ class RedisStore:
             keys = [k.decode() for k in self.client.scan_iter(match=head + "*", count=500)]
         return sorted(k[len(head):] for k in keys)
 
-    def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
+    def list(self, camera: str | None = None, limit: int = 100, since_ts: int | None = None,
+             before: tuple[int, str] | None = None) -> list[AlertRecord]:
         cameras = [camera] if camera is not None else self.cameras()
         out: list[AlertRecord] = []
+        high = "+inf" if before is None else before[0]
+        low = "-inf" if since_ts is None else since_ts
         with self._call("alert listing"):
             for cam in cameras:
-                ids = [i.decode() for i in self.client.zrevrange(self.index_key(cam), 0, limit - 1)]
+                # alerts that share the cursor's start time are filtered here (by id), so a
+                # few more than a page are read
+                rows = self.client.zrevrangebyscore(self.index_key(cam), high, low, start=0, num=limit + 16,
+                                                    withscores=True)
+                pairs = [(int(score), i.decode()) for i, score in rows]
+                ids = [i for _ts, i in page_filter(pairs, since_ts, before)[:limit]]
                 pipe = self.client.pipeline(transaction=False)
                 for alert_id in ids:
                     pipe.hgetall(self.alert_key(alert_id))
@@ -279,6 +297,36 @@ class RedisStore:
                     self.client.zrem(self.index_key(cam), *gone)
         out.sort(key=lambda r: (r.start_ts, r.alert_id), reverse=True)
         return out[:limit]
+
+    def set_review(self, alert_id: str, mark: str | None, note: str = "") -> dict | None:
+        record = self.get(alert_id)
+        if record is None:
+            raise LookupError(f"no alert {alert_id[:80]!r} in Redis at {self.where}")
+        with self._call(f"review of alert {alert_id}"):
+            if mark is None:
+                self.client.delete(self.review_key(alert_id))
+                return None
+            review = make_review(record, mark, note)
+            self.client.set(self.review_key(alert_id), json.dumps(review), ex=self.cfg.retention_s)
+        return review
+
+    def reviews(self, alert_ids: list[str]) -> dict[str, dict]:
+        if not alert_ids:
+            return {}
+        with self._call("review read"):
+            raw = self.client.mget([self.review_key(i) for i in alert_ids])
+        out = {}
+        for alert_id, value in zip(alert_ids, raw, strict=True):
+            if value is None:
+                continue
+            try:
+                review = json.loads(value)
+            except (ValueError, RecursionError):
+                self._log_bad(f"review:{alert_id}", f"review of {alert_id} is not JSON; ignored")
+                continue
+            if isinstance(review, dict):
+                out[alert_id] = review
+        return out
 
     def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict | None]]:
         # a blocking read must return before the socket times out

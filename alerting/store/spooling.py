@@ -61,6 +61,9 @@ class SpoolingStore:
     def index_key(self, camera: str) -> str:
         return self.inner.index_key(camera)
 
+    def review_key(self, alert_id: str) -> str:
+        return self.inner.review_key(alert_id)
+
     @property
     def stream_key(self) -> str:
         return self.inner.stream_key
@@ -82,9 +85,17 @@ class SpoolingStore:
     def cameras(self) -> list[str]:
         return self.inner.cameras()
 
-    def list(self, camera: str | None = None, limit: int = 100) -> list[AlertRecord]:
-        """Newest first (by start time)."""
-        return self.inner.list(camera, limit)
+    def list(self, camera: str | None = None, limit: int = 100, since_ts: int | None = None,
+             before: tuple[int, str] | None = None) -> list[AlertRecord]:
+        """Newest first (by start time, then id); see :meth:`AlertStore.list`."""
+        return self.inner.list(camera, limit, since_ts, before)
+
+    def set_review(self, alert_id: str, mark: str | None, note: str = "") -> dict | None:
+        """Straight to Redis (an operator's mark is not spooled: the page says it failed)."""
+        return self.inner.set_review(alert_id, mark, note)
+
+    def reviews(self, alert_ids: list[str]) -> dict[str, dict]:
+        return self.inner.reviews(alert_ids)
 
     def events(self, after: str | None, block_ms: int = 0, count: int = 100) -> list[tuple[str, dict]]:
         """Events after cursor ``after`` (``None``: from the beginning), ``(cursor, event)`` pairs."""

@@ -12,10 +12,10 @@ from vigil.config import load_config
 def test_compose_file_has_the_services_and_a_gpu_for_the_detector() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "redis", "ingest", "detect", "alert"}
-    for role in ("ingest", "detect", "alert"):
+    assert set(services) == {"kafka", "redis", "ingest", "detect", "alert", "ui"}
+    for role in ("ingest", "detect", "alert", "ui"):
         command = services[role]["command"]
-        assert command[:2] == ["vigil", "--config"] and command[-1] == role
+        assert command[:2] == ["vigil", "--config"] and role in command[3:]
         config = command[2]
         mounts = [v.split(":") for v in services[role]["volumes"]]
         host = next(h for h, container, *_ in mounts if config.startswith(container + "/"))
@@ -27,6 +27,10 @@ def test_compose_file_has_the_services_and_a_gpu_for_the_detector() -> None:
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "--appendonly" in services["redis"]["command"]
     assert set(compose["volumes"]) == {"redis-data", "alert-spool"}
+    # the review page: published on the host's loopback only, camera health from the ingest role
+    assert services["ui"]["ports"] == ["127.0.0.1:8765:8765"]
+    cfg = load_config(REPO / "configs" / "compose.yaml")
+    assert cfg.ui.health_urls == ["http://ingest:9100/healthz"] and cfg.ops.port == 9100
 
 
 def test_bootstrap_installs_redis() -> None:
@@ -45,7 +49,7 @@ def _pip_targets(text: str) -> set[str]:
 
 def test_compose_builds_the_dockerfile_which_installs_what_make_installs() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    for role in ("ingest", "detect", "alert"):
+    for role in ("ingest", "detect", "alert", "ui"):
         assert compose["services"][role]["build"] == "."
     dockerfile = (REPO / "Dockerfile").read_text()
     (base,) = [ln for ln in dockerfile.splitlines() if ln.startswith("FROM ")]

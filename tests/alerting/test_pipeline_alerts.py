@@ -65,6 +65,9 @@ def check_alert(rec, tmp_path: Path, clip: bytes) -> None:
     path.write_bytes(clip)
     frames = list(iter_frames(path))
     assert len(frames) == rec.clip_frames == rec.clip_last_seq - rec.clip_first_seq + 1
+    # the score timeline the review page draws: every clip frame, in order, the peak among them
+    assert [p[0] for p in rec.timeline] == list(range(rec.clip_first_seq, rec.clip_last_seq + 1))
+    assert max(p[2] for p in rec.timeline if p[2] is not None) == pytest.approx(rec.peak_score, abs=1e-3)
     assert frames[0].image.shape == (192, 256, 3)
     r = rec.region
     assert r is not None and (r.width, r.height) == (256, 192)

@@ -53,3 +53,45 @@ def test_writes_are_idempotent_and_never_roll_back(store) -> None:
     events = store.events(None)
     assert [e["state"] for _, e in events] == ["start", "end"]  # each event once
     assert store.events(events[-1][0]) == [] and store.latest_cursor() == events[-1][0]
+
+
+def test_list_pages_by_cursor_and_filters_by_start_time(store) -> None:
+    recs = [record(f"cam-{i:09d}", version=i, start_seq=i) for i in range(1, 8)]
+    recs.append(record("other-000000004", version=4, start_seq=4, camera="other"))  # same start time as cam-4
+    for r in recs:
+        store.put(write(r))
+    seen, before = [], None
+    while True:
+        page = store.list(limit=3, before=before)
+        if not page:
+            break
+        seen += [r.alert_id for r in page]
+        before = (page[-1].start_ts, page[-1].alert_id)
+    newest_first = sorted(recs, key=lambda r: (r.start_ts, r.alert_id), reverse=True)
+    assert seen == [r.alert_id for r in newest_first]  # every alert once, in order, across a tie
+    since = record(start_seq=5).start_ts
+    assert [r.alert_id for r in store.list("cam", since_ts=since)] == ["cam-000000007", "cam-000000006",
+                                                                        "cam-000000005"]
+
+
+def test_reviews_are_kept_beside_the_record_and_survive_its_later_writes(store) -> None:
+    a = record(version=10)
+    store.put(write(a))
+    review = store.set_review(a.alert_id, "false_alarm", "a shadow")
+    assert review["mark"] == "false_alarm" and review["note"] == "a shadow"
+    assert review["model"] == a.model and review["peak_score"] == a.peak_score  # kept for calibration
+    # the alert role writes the record again (it ends): the operator's mark stays
+    store.put(write(record(version=40, status="closed", end_seq=35, end_ts=T0 + 3500), "end", 35))
+    assert store.reviews([a.alert_id, "cam-000000099"]) == {a.alert_id: review}
+    assert store.set_review(a.alert_id, "reviewed")["mark"] == "reviewed"
+    assert store.set_review(a.alert_id, None) is None and store.reviews([a.alert_id]) == {}
+    with pytest.raises(LookupError):
+        store.set_review("cam-000000099", "reviewed")
+    with pytest.raises(ValueError, match="review mark"):
+        store.set_review(a.alert_id, "delete-everything")
+
+
+def test_the_timeline_round_trips(store) -> None:
+    a = record(timeline=[[8, T0 + 800, 0.5], [9, T0 + 900, None], [10, T0 + 1000, 1.7]])
+    store.put(write(a))
+    assert store.get(a.alert_id).timeline == a.timeline
