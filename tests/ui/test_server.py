@@ -108,7 +108,7 @@ def test_a_review_mark_is_stored_counted_and_survives_a_reload(server, store) ->
     # not JSON, another origin, a mark that is none, an alert that is none
     assert request(server, "POST", "/api/alerts/cam-000000020/review", b"mark=reviewed",
                    {"Content-Type": "application/x-www-form-urlencoded"})[0] == 400
-    host = "%s:%d" % server.httpd.server_address[:2]
+    host = "{}:{}".format(*server.httpd.server_address[:2])
     foreign = {"Content-Type": "application/json", "Origin": "http://evil.example", "Host": host}
     assert request(server, "POST", "/api/alerts/cam-000000020/review", mark, foreign)[0] == 403
     assert request(server, "POST", "/api/alerts/cam-000000020/review", b'{"mark": "gone"}',
