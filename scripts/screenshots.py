@@ -40,7 +40,9 @@ def main() -> None:
         page.goto(base + alert["page_url"].lstrip("/"))
         video = page.wait_for_selector("#clip")
         page.wait_for_function("v => v.readyState >= 2", arg=video)
-        page.evaluate("v => { v.currentTime = v.duration / 2; }", video)
+        page.evaluate("v => { v.currentTime = v.duration * 0.55; v.play(); }", video)
+        page.wait_for_function("v => v.currentTime >= v.duration * 0.6", arg=video)  # the cart in view
+        page.evaluate("v => v.pause()", video)
         page.wait_for_function("() => document.getElementById('snapshot').naturalWidth > 0")
         page.wait_for_timeout(500)
         page.screenshot(path=str(args.out / "alert.png"), full_page=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -214,10 +215,16 @@ def cmd_demo(args: argparse.Namespace, cfg: VigilConfig) -> int:
               "--snapshot snapshot.jpg", flush=True)
         if url is not None:
             print(f"\nthe review page: {url}  (serving until Ctrl-C)", flush=True)
+            stop = threading.Event()
+            previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:
-                threading.Event().wait()
+                while not stop.wait(0.5):
+                    pass
             except KeyboardInterrupt:
-                print("stopped", flush=True)
+                pass
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            print("stopped", flush=True)
 
     if args.port is not None:
         cfg = cfg.model_copy(update={"ui": cfg.ui.model_copy(update={"port": args.port})})
