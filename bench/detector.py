@@ -16,7 +16,11 @@ and batch size (``--batches``), on the same frames, every round times, in a rota
   (FrEIA's forward on explicit conditions, fibers in chunks of ``CFlowHead.chunk``);
 * ``reference``: the same heads' weights run the official way -- FrEIA's ``AllInOneBlock``
   forward with the positional encoding concatenated to every fiber, fibers in chunks of 256
-  (as CFLOW-AD's code does).
+  (as CFLOW-AD's code does);
+* ``cflow-int8`` and ``heads-int8`` (CPU): ``cflow`` and ``heads`` with the same head's
+  coupling layers quantised to int8 (:meth:`detector.cflow.CFlowHead.quantize_int8`,
+  measured, not offered as a setting); the largest relative log-likelihood difference
+  from the float heads is printed too.
 
 With ``--train-steps N`` it also times training, side by side per round: N fiber steps
 (``--fiber-batch`` fibers of one image batch's features, every layer in turn, loss, backward,
@@ -39,6 +43,7 @@ difference in log-likelihood between ``heads`` and ``reference`` on the same fib
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -55,7 +60,8 @@ sys.path.insert(0, str(BENCH.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROWS = ("encoder", "cflow", "sanflow", "heads", "previous", "reference")
+ROWS = ("encoder", "cflow", "sanflow", "heads", "previous", "reference", "cflow-int8", "heads-int8")
+CPU_ONLY = ("cflow-int8", "heads-int8")
 REFERENCE_CHUNK = 256  # fibers per FrEIA call in CFLOW-AD's official code
 
 
@@ -123,6 +129,11 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
     scorers = {row: FrameScorer(encoder, models[name], device=str(device))
                for row, name in (("cflow", "cflow"), ("sanflow", "sanflow"))}
     head = models["cflow"].head.to(device)
+    head_int8 = None
+    if device.type == "cpu":
+        int8 = copy.deepcopy(models["cflow"])
+        head_int8 = int8.head.eval().quantize_int8()
+        scorers["cflow-int8"] = FrameScorer(encoder, int8)
     auto = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
     with torch.inference_mode(), auto:
         features = [[f.float() for f in encoder(x)] for x in inputs]
@@ -143,6 +154,12 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
             for f in features:
                 head(f)
 
+    def heads_int8() -> None:
+        assert head_int8 is not None
+        with torch.inference_mode():
+            for f in features:
+                head_int8(f)
+
     def previous() -> None:
         with torch.inference_mode():
             for f in features:
@@ -155,6 +172,8 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
 
     with torch.inference_mode():
         diff = max(max_relative_difference(head(f), reference_forward(head, f)) for f in features)
+        int8_diff = (max(max_relative_difference(head_int8(f), head(f)) for f in features)
+                     if head_int8 is not None else None)
     with torch.no_grad():  # the FLOP counter's module hooks do not work in inference mode
         one = to_input(batches[0][:1], size).to(device)
         feats = [f.float() for f in encoder(one)]
@@ -164,9 +183,12 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
             "heads_gmac": gmac(lambda: head(feats), 1),
             "reference_gmac": gmac(lambda: reference_forward(head, feats), 1),
             "max_relative_log_p_difference": diff,
+            "int8_max_relative_log_p_difference": int8_diff,
         }
     rows = {"encoder": encoder_only, "cflow": scorer("cflow"), "sanflow": scorer("sanflow"),
             "heads": heads_only, "previous": previous, "reference": reference}
+    if head_int8 is not None:
+        rows.update({"cflow-int8": scorer("cflow-int8"), "heads-int8": heads_int8})
     return rows, info
 
 
@@ -249,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(rows) - set(ROWS))
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    if device.type != "cpu":
+        rows = [r for r in rows if r not in CPU_ONLY]  # int8 dynamic quantisation runs on CPUs
     frames = load_frames(args.source, args.frames, args.size)
     report: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     "threads": args.threads, "size": args.size, "frames": args.frames, "results": []}
@@ -278,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"\n{name} ({weights}), batch {batch}, {precision}, {args.threads} threads: "
                           f"encoder {info['encoder_gmac']:.2f} GMAC/frame, heads {info['heads_gmac']:.2f} "
                           f"(reference {info['reference_gmac']:.2f}); heads vs reference: max relative "
-                          f"log p difference {info['max_relative_log_p_difference']:.1e}", flush=True)
+                          f"log p difference {info['max_relative_log_p_difference']:.1e}"
+                          + ("" if info["int8_max_relative_log_p_difference"] is None else
+                             f"; int8 heads vs float: {info['int8_max_relative_log_p_difference']:.1e}"),
+                          flush=True)
                     print("| row | frames/s | × encoder alone | × reference heads |")
                     print("| --- | --- | --- | --- |")
                     for r, row in result["rows"].items():

@@ -25,8 +25,10 @@ explicit conditions, and the two agree to float rounding (``tests/detector/test_
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import FrEIA.framework as Ff
@@ -180,6 +182,51 @@ class CFlowHead(nn.Module):
         # that only training changes); not state: neither is saved with the head.
         self._encodings: dict[tuple, torch.Tensor] = {}
         self._projections: dict[tuple, tuple[tuple[int, int, int], torch.Tensor]] = {}
+        # int8 copies of each coupling subnet's feature part (see quantize_int8); None: float
+        self._int8: dict[tuple[int, int], tuple[nn.Module, nn.Module]] | None = None
+
+    def quantize_int8(self) -> CFlowHead:
+        """Reduced-precision inference, measured and not shipped (``bench/detector.py`` rows
+        ``cflow-int8`` / ``heads-int8``; docs/results.md): each coupling subnet's two
+        matrix products on the fibers -- the feature part ``W_x`` of its first
+        layer and its second layer -- run as dynamically quantised int8 linear layers
+        (weights int8 per tensor, activations quantised per call); the condition projection
+        per position (cached) and everything else stay float32. Made from the current
+        weights, for inference only: :meth:`flow` refuses it with gradients enabled. The
+        activations' int8 scale is taken per call, so :meth:`chunks` gives such a head one
+        frame per call: a frame's scores still depend on that frame alone, never on its
+        batch. At that it runs slower than the float heads on this CPU (docs/results.md),
+        so no config setting offers it. Returns the head.
+
+        >>> head = CFlowHead([8], cond_dim=8, blocks=2).eval().quantize_int8()
+        >>> with torch.inference_mode():
+        ...     [m] = head([torch.randn(1, 8, 4, 4)])
+        >>> tuple(m.shape)
+        (1, 4, 4)
+        """
+        # torch.ao.quantization is deprecated in favour of torchao (it says: removed in a later
+        # torch); this torch still has it, and its warnings would repeat at every scene load
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+            from torch.ao.quantization import quantize_dynamic
+
+            copies: dict = {}
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, even called in inference
+                self._quantized_copies(copies, quantize_dynamic)
+        self._int8 = copies
+        return self
+
+    def _quantized_copies(self, copies: dict, quantize_dynamic: Callable) -> None:
+        for layer, flow in enumerate(self.flows):
+            for b, block in enumerate(flow.module_list):
+                first, _relu, second = block.subnet
+                dx = block.splits[0]
+                wx = nn.Linear(dx, first.out_features, bias=False)
+                wx.weight = nn.Parameter(first.weight.detach()[:, :dx].clone(), requires_grad=False)
+                pair = nn.ModuleList([wx, copy.deepcopy(second)]).requires_grad_(False)
+                q = quantize_dynamic(pair, {nn.Linear}, dtype=torch.qint8)
+                copies[(layer, b)] = (q[0], q[1])
 
     def config(self) -> dict:
         return {
@@ -241,12 +288,18 @@ class CFlowHead(nn.Module):
         rows = inverse = None
         if positions.frames is None:
             rows, inverse = torch.unique(positions.index.to(x.device), return_inverse=True)
+        if self._int8 is not None and (torch.is_grad_enabled() or positions.frames is None):
+            raise RuntimeError("an int8 head (quantize_int8) is for inference on whole frames only")
         for b, block in enumerate(self.flows[layer].module_list):
             x1, x2 = torch.split(x, block.splits, dim=1)
             first, _relu, second = block.subnet
             dx = x1.shape[1]
             proj = self._projection(layer, b, first, dx, positions.grid, x, rows)
-            hidden = x1 @ first.weight[:, :dx].T
+            if self._int8 is not None:
+                wx, second = self._int8[(layer, b)]
+                hidden = wx(x1)
+            else:
+                hidden = x1 @ first.weight[:, :dx].T
             if inverse is None:
                 hidden = (hidden.view(-1, hw, hidden.shape[1]) + proj).view(-1, hidden.shape[1])
             else:
@@ -279,7 +332,9 @@ class CFlowHead(nn.Module):
         step = self.chunk
         if positions.frames is not None:
             hw = positions.grid[0] * positions.grid[1]
-            step = max(1, self.chunk // hw) * hw
+            # int8: activations are quantised per call, so one frame per call keeps a
+            # frame's scores independent of the other frames of its batch
+            step = hw if self._int8 is not None else max(1, self.chunk // hw) * hw
         return [slice(i, i + step) for i in range(0, n, step)]
 
     def forward(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -221,3 +223,21 @@ def test_training_gradients_equal_freias_and_the_cache_follows_the_weights() -> 
         expected = _reference_log_prob(ref_head, 0, fibers, positions)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_int8_heads_approximate_the_float_heads_and_refuse_training() -> None:
+    torch.manual_seed(0)
+    head = CFlowHead([16, 32], cond_dim=16, blocks=4).eval()
+    feats = [torch.randn(2, 16, 8, 8), torch.randn(2, 32, 4, 4)]
+    q = copy.deepcopy(head).quantize_int8()
+    with torch.inference_mode():
+        exact = head(feats)
+        approx = q(feats)
+        again = q([f[:1] for f in feats])
+    for a, b in zip(approx, exact, strict=True):
+        assert a.shape == b.shape
+        assert float(((a - b).abs() / b.abs().clamp_min(1.0)).max()) < 0.05
+    for a, b in zip(again, approx, strict=True):  # still independent of the batch
+        assert torch.allclose(a, b[:1], atol=1e-5)
+    with pytest.raises(RuntimeError, match="inference on whole frames only"):
+        q(feats)
