@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +33,35 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- in-process bus
 
 
+class _Log:
+    """One partition's records by offset. ``len`` is the end offset (the next record's);
+    records below :attr:`base` were released (every group had committed past them)."""
+
+    def __init__(self) -> None:
+        self.base = 0
+        self.records: deque[Record] = deque()
+
+    def __len__(self) -> int:
+        return self.base + len(self.records)
+
+    def __getitem__(self, offset: int) -> Record:
+        if offset < self.base:
+            raise IndexError(f"offset {offset} was released (the log starts at {self.base})")
+        return self.records[offset - self.base]
+
+    def append(self, record: Record) -> None:
+        self.records.append(record)
+
+    def release(self, upto: int) -> int:
+        """Drop the records below offset ``upto``; returns how many."""
+        n = 0
+        while self.base < upto and self.records:
+            self.records.popleft()
+            self.base += 1
+            n += 1
+        return n
+
+
 @dataclass
 class _Group:
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -42,8 +72,11 @@ class InProcessBus(Closing):
     """Kafka's semantics in memory, for the embedded mode and tests.
 
     Topics are created on first use (send or subscribe) or by :meth:`ensure_topics`, with
-    ``partitions`` partitions. Records are kept for the bus's lifetime (the embedded mode
-    bounds a replay by back-pressure in the caller, not here). Group members share the
+    ``partitions`` partitions. A record is kept until every group subscribed to its topic
+    has committed past it, then released (so a long-running embedded pipeline holds only
+    what some group has not committed yet; a group that subscribes later starts at the
+    oldest record still held, as a Kafka consumer starts at the retention's edge). A replay
+    is bounded by back-pressure in the caller. Group members share the
     partitions of their topics round-robin (in join order); a single member reads them all.
     Each member keeps its read position; a partition it newly gets starts at the group's
     committed offset (or the earliest record), so records polled but never committed are
@@ -59,7 +92,7 @@ class InProcessBus(Closing):
         self.partitions = partitions
         self.max_bytes_per_message = int(max_bytes_per_message)
         self._cond = threading.Condition()
-        self._topics: dict[str, list[list[Record]]] = {}
+        self._topics: dict[str, list[_Log]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         self._groups: dict[str, _Group] = {}
         self._closed = False
@@ -112,7 +145,7 @@ class InProcessBus(Closing):
         with self._cond:
             g = self._groups.get(group)
             committed = g.committed if g else {}
-            return sum(len(log) - committed.get((t, p), 0)
+            return sum(len(log) - max(committed.get((t, p), 0), log.base)
                        for t in topics for p, log in enumerate(self._topics.get(t, [])))
 
     # -- internals (called with self._cond held unless stated)
@@ -127,7 +160,7 @@ class InProcessBus(Closing):
         n = self.partitions if partitions is None else partitions
         if n < 1:
             raise ValueError(f"partitions must be positive, got {n}")
-        self._topics[topic] = [[] for _ in range(n)]
+        self._topics[topic] = [_Log() for _ in range(n)]
         self._round_robin[topic] = itertools.count()
         self._cond.notify_all()  # members subscribed to it may get partitions
         return True
@@ -145,6 +178,16 @@ class InProcessBus(Closing):
             now_ms = int(time.time() * 1000)
             logs[p].append(Record(topic, p, len(logs[p]), key, value, tuple(headers), now_ms))
             self._cond.notify_all()
+
+    def _release(self, tp: tuple[str, int]) -> None:
+        """Release the records of ``tp`` that every group subscribed to its topic (or that
+        committed to it before) has committed past; a subscribed group without a commit
+        holds them all."""
+        topic = tp[0]
+        floors = [g.committed.get(tp, 0) for g in self._groups.values()
+                  if tp in g.committed or any(topic in m.topics for m in g.members)]
+        if floors:
+            self._topics[topic][tp[1]].release(min(floors))
 
     def _assignment(self, member: InProcessConsumer) -> list[tuple[str, int]]:
         """The partitions ``member`` owns now: round-robin over the group, in join order."""
@@ -238,6 +281,8 @@ class InProcessConsumer(Closing):
                 if off > end:
                     raise ValueError(f"offset {off} for {tp[0]}[{tp[1]}] is beyond its end ({end})")
             bus._groups[self.group].committed.update(offsets)
+            for tp in offsets:
+                bus._release(tp)
 
     def close(self) -> None:
         if self._closed:
@@ -253,9 +298,12 @@ class InProcessConsumer(Closing):
         """Refresh the assignment; a newly owned partition starts at the committed offset."""
         owned = self._bus._assignment(self)
         committed = self._bus._groups[self.group].committed
-        # a partition kept across a rebalance keeps our position, unless the group moved past it
+        topics = self._bus._topics
+        # a partition kept across a rebalance keeps our position, unless the group moved past
+        # it; nobody starts below the oldest record still held
         self._positions = {
-            tp: max(self._positions.get(tp, 0), committed.get(tp, 0)) for tp in owned
+            tp: max(self._positions.get(tp, 0), committed.get(tp, 0), topics[tp[0]][tp[1]].base)
+            for tp in owned
         }
         return owned
 

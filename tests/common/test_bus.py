@@ -349,3 +349,30 @@ def test_kafka_delivery_failure_surfaces_in_flush(kafka_config: KafkaConfig, top
 @pytest.mark.kafka
 def test_kafka_commit_and_redeliver(kafka_config: KafkaConfig, topic: str) -> None:
     commit_and_redeliver(KafkaBus(kafka_config), topic, f"detect-{topic}", timeout_s=30)
+
+
+def test_in_process_records_are_released_once_every_subscribed_group_committed() -> None:
+    """A long-running embedded pipeline holds only what some group has not committed yet."""
+    from common.bus import InProcessBus
+
+    bus = InProcessBus(partitions=1)
+    fast, slow = bus.consumer("fast", ["t"]), bus.consumer("slow", ["t"])
+    producer = bus.producer()
+    for i in range(1000):
+        producer.send("t", b"k", str(i).encode())
+    fast.commit(fast.poll(max_records=1000, timeout_ms=10))
+    held = bus._topics["t"][0]
+    assert len(held.records) == 1000  # the slow group has committed nothing: all are held
+    got = slow.poll(max_records=600, timeout_ms=10)
+    slow.commit(got)
+    assert held.base == 600 and len(held.records) == 400 and len(held) == 1000  # offsets unchanged
+    assert bus.lag("slow", ["t"]) == 400 and bus.lag("fast", ["t"]) == 0
+    assert [r.value for r in slow.poll(max_records=2, timeout_ms=10)] == [b"600", b"601"]
+    late = bus.consumer("late", ["t"])  # a group that joins later starts at the oldest record held
+    first = late.poll(max_records=1, timeout_ms=10)
+    assert first[0].offset == 600 and first[0].value == b"600"
+    late.close()
+    slow.commit({("t", 0): 1000})
+    assert len(held.records) == 0 and len(held) == 1000  # every group is past them
+    producer.send("t", b"k", b"next")
+    assert fast.poll(max_records=5, timeout_ms=10)[0].offset == 1000
