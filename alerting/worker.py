@@ -82,6 +82,7 @@ from alerting.store import AlertStore, AlertWrite, PutResult, StoreError, StoreU
 from common.bus import BusError, CommitFailedError, Consumer, Producer, PublishError, Record
 from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage, jpeg_size
 from common.retry import Backoff, Stopped, call_with_retry
+from common.role_thread import RoleThread
 
 __all__ = ["AlertMetrics", "AlertWorker"]
 
@@ -220,8 +221,10 @@ class _Camera:
         return min(marks) if marks else None
 
 
-class AlertWorker:
+class AlertWorker(RoleThread):
     """Consumes frames and scores, keeps per-camera alert state, stores and publishes alerts."""
+
+    thread_name, role_name = "alert", "alert worker"
 
     def __init__(self, consumer: Consumer, producer: Producer, store: AlertStore, cfg: AlertingConfig,
                  metrics: AlertMetrics, stop: threading.Event | None = None,
@@ -237,9 +240,7 @@ class AlertWorker:
         self._pre_roll_ms = int(cfg.clip.pre_roll_s * 1000)
         self._finish_requested = threading.Event()
         self.finished = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_housekeeping = 0.0
-        self.error: BaseException | None = None  # what ended the worker, if not a stop
         self._broken: set[str] = set()  # cameras whose state a failure may have left inconsistent
         self._traced: set[str] = set()  # error reasons already logged with a traceback
         # writes the store could not take, in order, retried with back-off (see the module docstring)
@@ -277,25 +278,6 @@ class AlertWorker:
                 log.warning("alert worker: %s", exc)
                 self.stop.wait(1.0)
 
-    def start(self) -> AlertWorker:
-        self._thread = threading.Thread(target=self._thread_main, name="alert", daemon=True)
-        self._thread.start()
-        return self
-
-    def _thread_main(self) -> None:
-        try:
-            self.run()
-        except Exception as exc:  # a failure of no single record: the role stops, visibly
-            self.error = exc
-            log.exception("alert worker failed")
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def request_finish(self) -> None:
         """Ask the worker thread to end every alert once it has read everything (end of replays)."""

@@ -24,6 +24,7 @@ from alerting.clip import render_frame
 from alerting.ring import FrameRing, RingEntry
 from common.bus import Consumer, Record
 from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, MessageError, ScoreMessage, encode_jpeg
+from common.role_thread import RoleThread
 
 __all__ = ["LiveFeed", "LiveView"]
 
@@ -160,20 +161,20 @@ class LiveView:
         return jpeg
 
 
-class LiveFeed:
+class LiveFeed(RoleThread):
     """Reads ``vigil.frames`` and ``vigil.scores`` into a :class:`LiveView` on a thread.
 
     ``vigil_ui_records_skipped_total{reason}`` counts records that are no valid frame or
     score (``bad_message``) or failed otherwise (``error:<type>``); each is logged and skipped.
     A failure of the bus itself ends the feed with its ``error`` set (logged)."""
 
+    thread_name, role_name = "ui-feed", "ui: the live feed"
+
     def __init__(self, consumer: Consumer, view: LiveView, stop: threading.Event,
                  registry: CollectorRegistry | None = None) -> None:
         self.consumer, self.view, self.stop = consumer, view, stop
         self.skipped = Counter("vigil_ui_records_skipped", "Frame and score records the review page could "
                                "not use", ["reason"], registry=registry)
-        self.error: BaseException | None = None
-        self._thread: threading.Thread | None = None
 
     def handle(self, records: list[Record]) -> None:
         for record in records:
@@ -197,22 +198,3 @@ class LiveFeed:
         while not self.stop.is_set():
             self.handle(self.consumer.poll(max_records=256, timeout_ms=200))
 
-    def start(self) -> LiveFeed:
-        self._thread = threading.Thread(target=self._main, name="ui-feed", daemon=True)
-        self._thread.start()
-        return self
-
-    def _main(self) -> None:
-        try:
-            self.run()
-        except Exception as exc:  # a failure of no single record (the bus): visible in health
-            self.error = exc
-            log.exception("ui: the live feed failed")
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)

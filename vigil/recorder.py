@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from common.bus import CommitFailedError, Consumer, Record
 from common.messages import MessageError, ScoreMessage
+from common.role_thread import RoleThread
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,10 @@ COLUMNS = ["seq", "ts", "score", "raw", "model", "latency_ms"]
 DEDUP_WINDOW = 20_000
 
 
-class ScoreRecorder:
+class ScoreRecorder(RoleThread):
     """Writes ``DIR/<camera>.csv`` (seq, ts, score, raw, model, latency_ms) from score records."""
+
+    thread_name, role_name = "recorder", "score recorder"
 
     def __init__(self, consumer: Consumer, out_dir: str | Path, registry: CollectorRegistry,
                  stop: threading.Event | None = None, max_cameras: int = 1024,
@@ -55,9 +58,7 @@ class ScoreRecorder:
                                 registry=registry)
         self.write_errors = Counter("vigil_recorder_write_errors", "CSV files that could not be flushed",
                                     registry=registry)
-        self.error: BaseException | None = None
         self._traced: set[str] = set()
-        self._thread: threading.Thread | None = None
 
     def _writer(self, camera: str) -> Any:
         """The camera's CSV writer: the file is created (with its header) on the camera's first
@@ -138,26 +139,6 @@ class ScoreRecorder:
             records = self.consumer.poll(max_records=256, timeout_ms=200)
             if records:
                 self.handle(records)
-
-    def start(self) -> ScoreRecorder:
-        self._thread = threading.Thread(target=self._thread_main, name="recorder", daemon=True)
-        self._thread.start()
-        return self
-
-    def _thread_main(self) -> None:
-        try:
-            self.run()
-        except Exception as exc:  # a failure of no single record (the bus): the recorder stops, visibly
-            self.error = exc
-            log.exception("score recorder failed")
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def count(self, camera: str) -> int:
         return len(self.seen.get(camera, ()))
