@@ -21,7 +21,11 @@ calibration the checkpoint knows:
   camera's raise-only scale (``detector.learning.learn_threshold``), and every later score
   is divided by it, as the detector worker does once the period is over.
 
-and prints, per scene and pooled: the share of normal frames at or above 1.0 (nominal:
+With ``--windows 1,3,5`` each variant is scored once per score window instead
+(``name@wN``: the published score is the causal mean of the last N calibrated frame
+scores of the clip, :mod:`detector.temporal`), on the same NLL maps.
+
+It prints, per scene and pooled: the share of normal frames at or above 1.0 (nominal:
 ``false_alarm_rate``, 0.1 %) on the normal-only clips and on the normal frames of the
 anomaly clips, with a one-sided 95 % Clopper-Pearson upper bound for the footage there
 is; the share of anomalous frames at or above 1.0; and frame AUROC on the anomaly clips
@@ -48,6 +52,7 @@ from detector.calibration import Calibration  # noqa: E402
 from detector.checkpoint import load_scene  # noqa: E402
 from detector.encoders import Encoder  # noqa: E402
 from detector.learning import learn_threshold  # noqa: E402
+from detector.model import SceneModel  # noqa: E402
 from scenes.registry import SceneRegistry  # noqa: E402
 from streamer.video import iter_frame_dir  # noqa: E402
 from training.calibrate import recalibrate  # noqa: E402
@@ -89,6 +94,13 @@ def rates(labels: np.ndarray, scores: np.ndarray, normal: np.ndarray) -> dict:
     }
 
 
+def _windowed(model: SceneModel, window: int) -> SceneModel:
+    """``model`` with score window ``window`` (nothing else changes)."""
+    out = copy.copy(model)
+    out.settings = model.settings.model_copy(update={"window": window})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", type=Path, required=True)
@@ -98,9 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--appearance-only", action="store_true", help="score without the motion channel")
     p.add_argument("--learn-clips", type=int, default=0,
                    help="re-fit on the first N normal-only clips of each scene (variants onsite, learning)")
+    p.add_argument("--windows", help="score windows to compare, e.g. 1,3,5 (default: the checkpoints' own)")
     p.add_argument("--fps", type=float, default=10.0, help="the footage's frame rate (for the report)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    windows = [int(w) for w in args.windows.split(",")] if args.windows else []
+    if windows and args.learn_clips:
+        p.error("--windows and --learn-clips are not combined")
     cfg = load_config(args.config)
     encoder = Encoder(cfg.encoder.name, cfg.encoder.weights)
     scenes = args.scenes.split(",") if args.scenes else discover_scenes(args.root)
@@ -126,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             learned = set(range(1, args.learn_clips + 1))
             recalibrate(onsite, encoder, learning_runs(args.root, scene, sorted(learned), model.input_size))
             variants["onsite"] = onsite
+        if windows:
+            variants = {f"{name}@w{w}": _windowed(m, w) for name, m in variants.items() for w in windows}
         evals = score_scene(encoder, variants, args.root, scene, progress=True)
 
         def number(clip_name: str) -> int:

@@ -16,6 +16,7 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from common.config import Strict
@@ -24,6 +25,7 @@ from detector.calibration import Calibration
 from detector.cflow import CFlowHead
 from detector.motion import MotionSettings
 from detector.sanflow import SANFlowHead
+from detector.temporal import ScoreHistory
 
 HEADS: dict[str, type[nn.Module]] = {"cflow": CFlowHead, "sanflow": SANFlowHead}
 
@@ -37,7 +39,9 @@ def build_head(kind: str, config: dict) -> nn.Module:
 
 class ScoreSettings(Strict):
     """How a frame score is read off the anomaly map: ``blur_sigma`` (0: none) smooths the
-    map, ``reduction`` (with ``topk``, see :func:`~detector.anomaly_map.frame_score`) reads it.
+    map, ``reduction`` (with ``topk``, see :func:`~detector.anomaly_map.frame_score`) reads it,
+    and ``window`` > 1 publishes the causal mean of a camera's last calibrated scores
+    (:mod:`detector.temporal`; the maps stay per frame).
 
     A trained model's come from its training settings (``training.train.score_settings``)
     and are stored in its checkpoint. The defaults, an untrained model's, are the training
@@ -47,6 +51,17 @@ class ScoreSettings(Strict):
     reduction: Reduction = "max"
     topk: float = 0.001
     blur_sigma: float = 0.0
+    window: int = Field(default=1, ge=1, description="published score: the causal mean of the camera's "
+                                                    "last `window` calibrated frame scores (1: per frame; "
+                                                    "see detector.temporal)")
+    window_max_step: int = Field(default=3, ge=1, description="a run of frames ends where the previous "
+                                                             "frame is more source frames back than this")
+    window_max_gap_ms: int = Field(default=2000, ge=1, description="... or was captured longer before")
+
+    def history(self) -> ScoreHistory | None:
+        """A camera-keyed smoothing state for these settings (None: per-frame scores)."""
+        return (ScoreHistory(self.window, self.window_max_step, self.window_max_gap_ms)
+                if self.window > 1 else None)
 
 
 def resize_for_model(frame_bgr: np.ndarray, size: int) -> np.ndarray:

@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import Field
 
 from common.config import Strict
+from detector.temporal import follows
 
 #: Channels of the motion feature map (see the module docstring).
 MOTION_CHANNELS = 4
@@ -152,9 +153,7 @@ class MotionTracker:
         self._last[camera] = _Last(seq, ts_ms, cur)
         while len(self._last) > self.max_cameras:
             self._last.popitem(last=False)
-        if last is None or not 1 <= seq - last.seq <= s.max_step:
-            return None
-        if ts_ms is not None and last.ts_ms is not None and not 0 <= ts_ms - last.ts_ms <= s.max_gap_ms:
+        if last is None or not follows(last.seq, last.ts_ms, seq, ts_ms, s.max_step, s.max_gap_ms):
             return None
         return flow_features(last.frame, cur, seq - last.seq, s)
 

@@ -54,6 +54,7 @@ class FrameScorer:
         # The scorer's frames are one stream ("camera"): a motion model compares each frame
         # with the one before it (see :meth:`score_batch`).
         self.motion = MotionTracker(model.motion.settings) if model.motion is not None else None
+        self.history = model.settings.history()  # its score smoothing (detector.temporal), if any
 
     @torch.no_grad()
     def score_batch(
@@ -66,6 +67,8 @@ class FrameScorer:
             seqs: their frame numbers in the source. With a motion model, a frame whose
                 predecessor in the stream is at most ``max_step`` frames before it gets
                 motion evidence; without ``seqs`` every frame is scored on appearance alone.
+                A model with a score ``window`` smooths the scores of a run of frames
+                (:mod:`detector.temporal`); without ``seqs`` they are per frame.
 
         Returns:
             One result per frame.
@@ -77,10 +80,10 @@ class FrameScorer:
             motion = [self.motion.features("stream", int(q), f) for q, f in zip(seqs, inputs, strict=True)]
         scored = self.model.score(self.encoder(images), images, motion)
         maps = scored.maps.float().cpu().numpy()
-        return [
-            FrameResult(maps[i], float(scored.scores[i]), float(scored.raw[i]))
-            for i in range(len(frames_bgr))
-        ]
+        scores = [float(s) for s in scored.scores]
+        if self.history is not None and seqs is not None:
+            scores = [self.history.smooth("stream", int(q), s) for q, s in zip(seqs, scores, strict=True)]
+        return [FrameResult(maps[i], scores[i], float(scored.raw[i])) for i in range(len(frames_bgr))]
 
     def score_stream(
         self, frames_bgr: Iterable[np.ndarray], batch_size: int = 8

@@ -71,6 +71,7 @@ from detector.model import SceneModel, resize_for_model, to_input
 from detector.motion import MotionTracker
 from detector.scorer import EncoderMismatchError, check_encoder
 from detector.settings import DetectorSettings
+from detector.temporal import ScoreHistory
 from scenes.checkpoint import CheckpointError
 from scenes.registry import SceneRegistry, UnknownSceneError
 
@@ -201,6 +202,8 @@ class BatchScorer:
         # Streaming state of scenes with a motion channel: per loaded model, each camera's
         # last frame (MotionTracker). Dropped with the model when the cache evicts it.
         self.motion: dict[str, MotionTracker] = {}
+        # Likewise, per loaded model with a score window, each camera's run of scores.
+        self.history: dict[str, ScoreHistory] = {}
         # Each camera's learning period (detector.learning): its scale and provisional flag.
         state_dir = settings.learning.state_dir
         self.learning = LearningPeriod(settings.learning, SiteStore(state_dir) if state_dir else None)
@@ -212,8 +215,9 @@ class BatchScorer:
         they could not be computed), in record order: a camera's frames are in order within a
         partition and a batch keeps that order."""
         loaded = {e.model_id for e in self.cache.loaded.values()}
-        for gone in [m for m in self.motion if m not in loaded]:
-            del self.motion[gone]
+        for state in (self.motion, self.history):
+            for gone in [m for m in state if m not in loaded]:
+                del state[gone]
         out: list[np.ndarray | None | Exception] = []
         for msg, image, scene in frames:
             motion = scene.model.motion
@@ -251,6 +255,12 @@ class BatchScorer:
     def _message(self, msg: FrameMessage, scene: LoadedScene, scored: tuple[float, float, np.ndarray]
                  ) -> ScoreMessage:
         score, raw, amap = scored
+        settings = scene.model.settings
+        if settings.window > 1:  # the camera's run of scores (detector.temporal), in record order
+            history = self.history.get(scene.model_id)
+            if history is None:
+                history = self.history[scene.model_id] = settings.history()
+            score = history.smooth(msg.camera, msg.seq, score, msg.ts)
         cal = scene.model.calibration
         scale, provisional = self.learning.observe(
             msg.camera, scene.model_id, msg.seq, msg.ts, score, cal.false_alarm_rate if cal else 0.001)

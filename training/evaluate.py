@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from detector.encoders import Encoder
 from detector.model import SceneModel, resize_for_model
+from detector.temporal import causal_mean
 from streamer.video import SourceError, iter_frame_dir
 from training.metrics import PixelMetrics, alarm_rates, auroc
 from training.motion import motion_sequence
@@ -207,9 +208,10 @@ def score_scene(
             if pixel_mask is not None:
                 for i in range(len(maps)):
                     result.pixels.update(maps[i], np.asarray(pixel_mask[i]))
-            scores = np.asarray(scored.scores, dtype=np.float64)
+            # A clip is one run: its published scores are the causal mean of the model's window.
+            scores = causal_mean(scored.scores, model.settings.window)
             seqs = np.arange(len(frames))
             result.clips.append(ClipResult(clip.name, scene, labels, scores, seqs, layer_nll))
             if observe is not None:
-                observe(ScoredClip(clip, name, frames, labels, pixel_mask, maps, scored.scores))
+                observe(ScoredClip(clip, name, frames, labels, pixel_mask, maps, scores))
     return results

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detector.temporal import causal_mean
 from training.evaluate import ClipResult, SceneEvaluation, ScoredClip
 from training.metrics import PixelMetrics, auroc
 
@@ -23,22 +24,6 @@ PUBLISHED = {  # STC, WideResNet-50, 256x256 (frame AUROC, pixel AUROC)
     "CFLOW-AD (Gudovskiy et al., WACV 2022)": (72.63, 94.48),
     "SANFlow (Kim, Baik, Kim)": (76.1, 94.8),
 }
-
-
-def causal_mean(scores: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the current and up to ``window - 1`` previous scores (no look-ahead).
-
-    Args:
-        scores: (T,) a clip's frame scores.
-        window: frames averaged.
-
-    Returns:
-        (T,) the smoothed scores.
-    """
-    c = np.cumsum(np.concatenate([[0.0], scores]))
-    idx = np.arange(1, len(scores) + 1)
-    lo = np.maximum(0, idx - window)
-    return (c[idx] - c[lo]) / (idx - lo)
 
 
 def frame_rows(runs: Sequence[SceneEvaluation], smoothing: Sequence[int]) -> dict[str, dict]:

@@ -85,6 +85,8 @@ class TrainSettings(Strict):
     reduction: Reduction = "max"
     topk: float = Field(default=0.001, gt=0, le=1)
     blur_sigma: float = Field(default=0.0, ge=0)
+    score_window: int = Field(default=1, ge=1, description="published score: causal mean of the camera's "
+                                                           "last N calibrated frame scores (1: per frame)")
     position_norm: bool = False
     false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
     threads: int | None = Field(

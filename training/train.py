@@ -244,9 +244,10 @@ def score_settings(settings: TrainSettings) -> ScoreSettings:
         settings: the training settings.
 
     Returns:
-        Their ``reduction``, ``topk`` and ``blur_sigma``.
+        Their ``reduction``, ``topk``, ``blur_sigma`` and ``score_window``.
     """
-    return ScoreSettings(reduction=settings.reduction, topk=settings.topk, blur_sigma=settings.blur_sigma)
+    return ScoreSettings(reduction=settings.reduction, topk=settings.topk, blur_sigma=settings.blur_sigma,
+                         window=settings.score_window)
 
 
 @torch.no_grad()

@@ -67,7 +67,8 @@ def test_meta_is_readable_json(
     assert meta["calibration"]["method"] in ("empirical", "gumbel")
     assert meta["normalisation"] == scene_model.stats.meta()
     assert meta["normalisation"]["position_norm"] is True
-    assert meta["score"] == {"reduction": "max", "topk": 0.001, "blur_sigma": 2.0}
+    assert meta["score"] == {"reduction": "max", "topk": 0.001, "blur_sigma": 2.0, "window": 1,
+                             "window_max_step": 3, "window_max_gap_ms": 2000}
     assert meta["training"] == json.loads(json.dumps(training_summary))
     assert read_meta(folder) == meta
 

@@ -78,3 +78,13 @@ def test_reports_both_calibrations_per_scene_and_pooled(tmp_path: Path) -> None:
     assert period["frames"] == 6 and period["scale"] >= 1.0
     assert learned["01/learning"]["scale"] == period["scale"]
     assert learned["01/learning"]["frame_auroc"] == learned["01/fold0"]["frame_auroc"]
+    # Score windows on the same maps: window 1 is the checkpoint's per-frame score; a wider
+    # window keeps the threshold.
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert bench.main(["--root", str(root), "--registry", str(registry), "--config", str(config),
+                           "--scenes", "01", "--windows", "1,3", "--out", str(out)]) == 0
+    windowed = json.loads(out.read_text())
+    assert {"01/crossfit@w1", "01/crossfit@w3", "pooled/fold0@w3"} <= set(windowed)
+    assert windowed["01/crossfit@w1"]["frame_auroc"] == report["01/crossfit"]["frame_auroc"]
+    assert windowed["01/crossfit@w3"]["threshold"] == windowed["01/crossfit@w1"]["threshold"]
+    assert 0.0 <= windowed["01/crossfit@w3"]["frame_auroc"] <= 1.0

@@ -8,13 +8,7 @@ import numpy as np
 
 from training import testset
 from training.evaluate import ScoredClip
-from training.report import ExampleFrames, causal_mean, render_markdown
-
-
-def test_causal_mean_uses_no_future_frames() -> None:
-    scores = np.array([0.0, 3.0, 0.0, 0.0, 9.0])
-    assert causal_mean(scores, 2).tolist() == [0.0, 1.5, 1.5, 0.0, 4.5]
-    assert causal_mean(scores, 1).tolist() == scores.tolist()
+from training.report import ExampleFrames, render_markdown
 
 
 def _scored(name: str, labels: list[int], scores: list[float], masks: bool = True) -> ScoredClip:

@@ -77,8 +77,8 @@ def test_settings_summary_has_every_field() -> None:
 
 
 def test_score_settings_come_from_the_training_settings() -> None:
-    s = TrainSettings(reduction="topk", topk=0.02, blur_sigma=3.0)
-    assert score_settings(s) == ScoreSettings(reduction="topk", topk=0.02, blur_sigma=3.0)
+    s = TrainSettings(reduction="topk", topk=0.02, blur_sigma=3.0, score_window=5)
+    assert score_settings(s) == ScoreSettings(reduction="topk", topk=0.02, blur_sigma=3.0, window=5)
     # An untrained model's defaults are the training defaults: one answer to "how is a frame scored".
     assert score_settings(TrainSettings()) == ScoreSettings()
     assert augment_settings(TrainSettings()) == AugmentSettings()
