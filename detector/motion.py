@@ -1,11 +1,12 @@
 """Motion evidence for a scene model: dense optical flow between a camera's consecutive frames.
 
 A single frame cannot show speed: a sprinter looks like a pedestrian. The motion channel
-computes OpenCV's DIS optical flow between a frame and its camera's previous frame, both
-as small grey images (``MotionSettings.size``), divides it by the number of source frames
-between them (``seq`` step, so sampling at an analysis fps keeps the units: pixels per
-source frame), and pools it over ``cell`` x ``cell`` pixels into a feature map of four
-channels per grid cell::
+computes OpenCV's DIS optical flow between a frame and an earlier frame of its camera's
+run (the previous one, or ``span`` frames back; fewer at a run's start), both as small
+grey images (``MotionSettings.size``), divides it by the number of source frames between
+them (``seq`` step, so sampling at an analysis fps keeps the units: pixels per source
+frame), and pools it over ``cell`` x ``cell`` pixels into a feature map of four channels
+per grid cell (``channels: flow``; ``channels: speed`` keeps the last two)::
 
     mean u, mean v          the cell's mean displacement (direction of travel)
     log1p(mean |flow|)      how fast the cell moves on average
@@ -30,7 +31,7 @@ appearance-only calibration (see :class:`~detector.model.SceneModel`).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,8 +42,8 @@ from pydantic import Field
 from common.config import Strict
 from detector.temporal import follows
 
-#: Channels of the motion feature map (see the module docstring).
-MOTION_CHANNELS = 4
+#: Channels of the motion feature map per ``channels`` setting (see the module docstring).
+MOTION_CHANNELS = {"flow": 4, "speed": 2}
 
 _PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -63,11 +64,20 @@ class MotionSettings(Strict):
     max_gap_ms: int = Field(default=2000, ge=1, description="previous frame captured at most this long "
                                                           "before (when capture times are known)")
     preset: Literal["ultrafast", "fast", "medium"] = "ultrafast"
+    span: int = Field(default=1, ge=1, description="flow against the frame this many frames back in "
+                                                 "the camera's run (fewer at the run's start)")
+    channels: Literal["flow", "speed"] = Field(
+        default="flow", description="flow: direction and speed per cell; speed: speed only")
 
     @property
     def grid(self) -> int:
         """Side of the motion feature map."""
         return self.size // self.cell
+
+    @property
+    def n_channels(self) -> int:
+        """Channels of the motion feature map."""
+        return MOTION_CHANNELS[self.channels]
 
 
 def motion_frame(bgr: np.ndarray, settings: MotionSettings) -> np.ndarray:
@@ -97,22 +107,22 @@ def flow_features(prev: np.ndarray, cur: np.ndarray, step: int, settings: Motion
     crop = flow[: g * c, : g * c]
     mag = np.sqrt((crop**2).sum(axis=2)).reshape(g, c, g, c)
     uv = crop.reshape(g, c, g, c, 2).mean(axis=(1, 3))
-    out = np.empty((MOTION_CHANNELS, g, g), np.float32)
+    out = np.empty((4, g, g), np.float32)
     out[0], out[1] = uv[..., 0], uv[..., 1]
     out[2] = np.log1p(mag.mean(axis=(1, 3)))
     out[3] = np.log1p(mag.max(axis=(1, 3)))
-    return out
+    return out if settings.channels == "flow" else out[2:].copy()
 
 
 @dataclass
-class _Last:
+class _Seen:
     seq: int
     ts_ms: int | None
     frame: np.ndarray
 
 
 class MotionTracker:
-    """Per-camera streaming state: each camera's last grey frame and its ``seq``.
+    """Per-camera streaming state: each camera's last ``span`` grey frames of its run, with their ``seq``.
 
     :meth:`features` is called for a camera's frames in order (they are, within a
     partition, and a micro-batch keeps the order of its records). State is keyed by camera
@@ -132,7 +142,7 @@ class MotionTracker:
     def __init__(self, settings: MotionSettings, max_cameras: int = 1024) -> None:
         self.settings = settings
         self.max_cameras = max_cameras
-        self._last: OrderedDict[str, _Last] = OrderedDict()
+        self._runs: OrderedDict[str, deque[_Seen]] = OrderedDict()
 
     def features(self, camera: str, seq: int, bgr: np.ndarray, ts_ms: int | None = None) -> np.ndarray | None:
         """This frame's motion features, or None when it has no usable previous frame (a gap).
@@ -148,15 +158,21 @@ class MotionTracker:
             The motion features (4, grid, grid), or None.
         """
         s = self.settings
-        cur = motion_frame(bgr, s)
-        last = self._last.pop(camera, None)
-        self._last[camera] = _Last(seq, ts_ms, cur)
-        while len(self._last) > self.max_cameras:
-            self._last.popitem(last=False)
-        if last is None or not follows(last.seq, last.ts_ms, seq, ts_ms, s.max_step, s.max_gap_ms):
+        seen = _Seen(seq, ts_ms, motion_frame(bgr, s))
+        run = self._runs.pop(camera, None)
+        continues = run is not None and follows(run[-1].seq, run[-1].ts_ms, seq, ts_ms, s.max_step,
+                                                s.max_gap_ms)
+        if run is None or not continues:
+            run = deque(maxlen=s.span + 1)
+        run.append(seen)
+        self._runs[camera] = run
+        while len(self._runs) > self.max_cameras:
+            self._runs.popitem(last=False)
+        if not continues:
             return None
-        return flow_features(last.frame, cur, seq - last.seq, s)
+        ref = run[0]  # span frames back, or the run's first frame
+        return flow_features(ref.frame, seen.frame, seq - ref.seq, s)
 
     def forget(self, camera: str) -> None:
         """Drop a camera's state (its next frame is a gap)."""
-        self._last.pop(camera, None)
+        self._runs.pop(camera, None)

@@ -214,10 +214,6 @@ class BatchScorer:
         """Each frame's motion features (None: no motion channel, or a gap; the exception if
         they could not be computed), in record order: a camera's frames are in order within a
         partition and a batch keeps that order."""
-        loaded = {e.model_id for e in self.cache.loaded.values()}
-        for state in (self.motion, self.history):
-            for gone in [m for m in state if m not in loaded]:
-                del state[gone]
         out: list[np.ndarray | None | Exception] = []
         for msg, image, scene in frames:
             motion = scene.model.motion
@@ -230,6 +226,13 @@ class BatchScorer:
             except Exception as exc:  # noqa: BLE001 - this frame's failure, reported with its record
                 out.append(exc)
         return out
+
+    def _forget_evicted(self) -> None:
+        """Drop the per-camera state (motion, score runs) of models the cache has evicted."""
+        loaded = {e.model_id for e in self.cache.loaded.values()}
+        for state in (self.motion, self.history):
+            for gone in [m for m in state if m not in loaded]:
+                del state[gone]
 
     def _model_pass(self, size: int, items: list[tuple[np.ndarray, LoadedScene, np.ndarray | None]]
                     ) -> list[tuple[float, float, np.ndarray]]:
@@ -290,6 +293,7 @@ class BatchScorer:
         """One encoder pass per input size, then each scene's head on its frames. Returns, in
         the frames' order, each frame's score message or the exception that stopped that
         frame alone (see the module's "Poison records"); raises when the model itself fails."""
+        self._forget_evicted()
         motion = self._motion(frames)
         out: list[ScoreMessage | Exception | None] = [m if isinstance(m, Exception) else None
                                                       for m in motion]

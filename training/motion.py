@@ -10,13 +10,14 @@ import torch
 
 from detector.calibration import Calibration
 from detector.model import SceneModel
-from detector.motion import MotionSettings, flow_features, motion_frame
+from detector.motion import MotionSettings, MotionTracker
 
 
 def motion_sequence(
     frames: Sequence[np.ndarray], runs: Sequence[int] | None, step: int, settings: MotionSettings
 ) -> list[np.ndarray | None]:
-    """Per frame, its motion features from the previous frame of its run (None for a run's first).
+    """Per frame, its motion features within its run, as a camera's stream would give them
+    (:class:`~detector.motion.MotionTracker`; None for a run's first frame).
 
     Args:
         frames: BGR frames at the model input size, runs of consecutive frames one after another.
@@ -27,15 +28,17 @@ def motion_sequence(
     Returns:
         One entry per frame.
     """
-    grey = [motion_frame(f, settings) for f in frames]
+    lengths = list(runs) if runs is not None else [len(frames)]
+    if sum(lengths) != len(frames):
+        raise ValueError(f"runs cover {sum(lengths)} frames, but there are {len(frames)}")
+    # The streaming state itself, one run after another, so training sees what a camera does.
+    tracker = MotionTracker(settings.model_copy(update={"max_step": max(step, settings.max_step)}))
     out: list[np.ndarray | None] = []
     start = 0
-    for n in runs if runs is not None else [len(frames)]:
-        out.extend(None if j == 0 else flow_features(grey[start + j - 1], grey[start + j], step, settings)
-                   for j in range(n))
+    for n in lengths:
+        tracker.forget("run")
+        out.extend(tracker.features("run", j * step, frames[start + j]) for j in range(n))
         start += n
-    if start != len(frames):
-        raise ValueError(f"runs cover {start} frames, but there are {len(frames)}")
     return out
 
 

@@ -34,7 +34,6 @@ from detector.calibration import Calibration
 from detector.cflow import CFlowHead
 from detector.encoders import Encoder
 from detector.model import MotionModel, SceneModel, ScoreSettings, build_head, to_input
-from detector.motion import MOTION_CHANNELS
 from detector.sanflow import SANFlowHead, grid_masks
 from training.augment import AugmentSettings, SyntheticAnomalies
 from training.batches import FeatureBatches, MotionBatches, SANFlowBatches, fiber_batches
@@ -336,7 +335,8 @@ def train_motion(
     torch.manual_seed(settings.seed + 1)
     np.random.seed(settings.seed + 1)
     generator = torch.Generator().manual_seed(settings.seed + 1)
-    head = CFlowHead([MOTION_CHANNELS], cond_dim=m.cond_dim, blocks=m.coupling_blocks, clamp=settings.clamp)
+    head = CFlowHead([m.features.n_channels], cond_dim=m.cond_dim, blocks=m.coupling_blocks,
+                     clamp=settings.clamp)
     head_settings = settings.with_changes(lr=m.lr, epochs=m.epochs or settings.epochs)
     history = train_head(head, MotionBatches(torch.from_numpy(np.stack(train)), settings.image_batch),
                          head_settings, generator, progress)

@@ -3,20 +3,15 @@ whose score depends only on the frame, its camera's previous frame and the check
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
-from common.bus import InProcessBus
-from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
-from detector.checkpoint import load_checkpoint, load_scene, save_checkpoint, save_scene
+from detector.checkpoint import load_checkpoint, load_scene, save_checkpoint
 from detector.motion import MotionSettings, MotionTracker, flow_features, motion_frame
 from detector.scorer import FrameScorer
-from detector.worker import DetectorMetrics, DetectorSettings, DetectorWorker
 from scenes.registry import SceneRegistry
 from tests.conftest import TINY_SIZE, resize, tiny_settings
+from tests.detector.streaming import CAMERAS, sent_images, stream_two_cameras
 from training.train import TrainResult, train_scene
 
 SETTINGS = MotionSettings(size=64, cell=8)
@@ -81,6 +76,31 @@ def test_tracker_is_bounded() -> None:
     assert tracker.features("c", 1, f) is not None
 
 
+def test_span_reaches_back_within_the_run_and_speed_keeps_two_channels() -> None:
+    # Frames move 2 px per source frame; with span 2 the flow spans two frames (4 px) but is
+    # divided by the seq step, so the speed stays 2 px per source frame.
+    frames = [np.dstack([np.roll(_texture(), 2 * i, axis=1)] * 3) for i in range(5)]
+    spanned = MotionTracker(SETTINGS.model_copy(update={"span": 2}))
+    single = MotionTracker(SETTINGS)
+    feats = [spanned.features("a", i, f) for i, f in enumerate(frames)]
+    ones = [single.features("a", i, f) for i, f in enumerate(frames)]
+    assert feats[0] is None
+    assert np.array_equal(feats[1], ones[1])  # the run's start: only one frame back yet
+    grey = [motion_frame(f, SETTINGS) for f in frames]
+    for i in (2, 3, 4):
+        assert np.array_equal(feats[i], flow_features(grey[i - 2], grey[i], 2, SETTINGS))
+    assert np.median(feats[3][0, 2:-2, 2:-2]) == pytest.approx(2.0, abs=0.5)
+    # A gap starts a new run: the span counts from the first frame after it.
+    assert spanned.features("a", 4 + SETTINGS.max_step + 1, frames[0]) is None
+    after = spanned.features("a", 4 + SETTINGS.max_step + 2, frames[1])
+    assert np.array_equal(after, flow_features(grey[0], grey[1], 1, SETTINGS))
+    speed = SETTINGS.model_copy(update={"channels": "speed"})
+    assert speed.n_channels == 2 and SETTINGS.n_channels == 4
+    only = flow_features(grey[0], grey[1], 1, speed)
+    assert only.shape == (2, 8, 8)
+    assert np.array_equal(only, flow_features(grey[0], grey[1], 1, SETTINGS)[2:])
+
+
 def test_motion_frame_is_small_grey() -> None:
     frame = np.zeros((192, 256, 3), np.uint8)
     assert motion_frame(frame, SETTINGS).shape == (64, 64)
@@ -114,6 +134,20 @@ def test_checkpoint_round_trip_keeps_motion_scores(motion_trained, encoder, clip
         assert x.score == y.score and np.array_equal(x.anomaly_map, y.anomaly_map)
 
 
+def test_a_speed_only_channel_trains_saves_and_scores(encoder, clip_frames, tmp_path) -> None:
+    small = resize(clip_frames, TINY_SIZE)
+    settings = tiny_settings(motion={"enabled": True, "coupling_blocks": 2, "cond_dim": 16,
+                                     "features": {"size": 64, "cell": 8, "channels": "speed"}})
+    result = train_scene(encoder, small[:12], small[12:20], settings, progress=False,
+                         train_runs=[12], holdout_runs=[8])
+    loaded, meta = load_checkpoint(save_checkpoint(result.model, tmp_path / "s"))
+    assert meta["motion"]["settings"]["channels"] == "speed"
+    assert loaded.motion is not None and loaded.motion.settings.n_channels == 2
+    a = FrameScorer(encoder, result.model).score_batch(clip_frames[:4], range(4))
+    b = FrameScorer(encoder, loaded).score_batch(clip_frames[:4], range(4))
+    assert [x.score for x in a] == [y.score for y in b]
+
+
 def test_a_gap_frame_is_scored_on_appearance_with_its_own_calibration(motion_trained, encoder,
                                                                       clip_frames) -> None:
     model = motion_trained.model
@@ -131,28 +165,9 @@ def test_a_gap_frame_is_scored_on_appearance_with_its_own_calibration(motion_tra
 def test_worker_scores_equal_offline_per_camera_across_batches(motion_trained, encoder, clip_frames,
                                                                tmp_path) -> None:
     registry = SceneRegistry(tmp_path / "scenes")
-    save_scene(registry, "walk", motion_trained.model)
-    bus = InProcessBus(partitions=2)
-    producer = bus.producer()
-    for seq in range(6):
-        for cam, offset in (("cam-a", 0), ("cam-b", 10)):
-            producer.send(FRAMES_TOPIC, *FrameMessage.from_image(
-                clip_frames[offset + seq], camera=cam, scene="walk", seq=seq,
-                ts=1_700_000_000_000 + 100 * seq, source="replay").to_record())
-    worker = DetectorWorker(bus.consumer("det", [FRAMES_TOPIC]), bus.producer(), encoder, registry,
-                            DetectorSettings(batch_size=4, max_wait_ms=0, map_encoding="float16"),
-                            DetectorMetrics(CollectorRegistry()), threading.Event())
-    while records := worker.poll_batch():  # batches of 4 mix both cameras and split their runs
-        worker.process(records)
-    consumer = bus.consumer("check", [SCORES_TOPIC])
-    scores: dict[tuple[str, int], float] = {}
-    while batch := consumer.poll(max_records=100, timeout_ms=50):
-        for r in batch:
-            s = ScoreMessage.from_record(r.key, r.value, r.headers)
-            scores[(s.camera, s.seq)] = s.score
+    scores = stream_two_cameras(motion_trained.model, encoder, clip_frames, registry, range(6))
     model, _ = load_scene(registry, "walk")
-    for cam, offset in (("cam-a", 0), ("cam-b", 10)):
-        images = [FrameMessage.from_image(clip_frames[offset + q], camera="x", scene="x", seq=0, ts=0,
-                                          source="replay").image() for q in range(6)]
+    for cam, offset in CAMERAS:
+        images = sent_images(clip_frames, offset, range(6))
         offline = FrameScorer(encoder, model).score_batch(images, range(6))
         assert [scores[(cam, q)] for q in range(6)] == pytest.approx([r.score for r in offline], abs=1e-4)

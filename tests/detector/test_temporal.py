@@ -3,23 +3,19 @@ across micro-batches, reset at gaps, equal in the worker, the offline scorer and
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from common.bus import InProcessBus
-from common.messages import FRAMES_TOPIC, SCORES_TOPIC, FrameMessage, ScoreMessage
-from detector.checkpoint import load_checkpoint, load_scene, save_checkpoint, save_scene
+from detector.checkpoint import load_checkpoint, load_scene, save_checkpoint
 from detector.model import SceneModel
 from detector.scorer import FrameScorer
 from detector.temporal import ScoreHistory, causal_mean, follows
-from detector.worker import DetectorMetrics, DetectorSettings, DetectorWorker
 from scenes.registry import SceneRegistry
+from tests.detector.streaming import CAMERAS, sent_images, stream_two_cameras
 
 
 def test_causal_mean_uses_no_future_frames() -> None:
@@ -90,31 +86,12 @@ def test_checkpoint_keeps_the_window_and_the_scorer_smooths_a_stream(windowed, s
 
 def test_worker_smooths_each_camera_across_shared_batches(windowed, encoder, clip_frames, tmp_path) -> None:
     registry = SceneRegistry(tmp_path / "scenes")
-    save_scene(registry, "walk", windowed)
-    bus = InProcessBus(partitions=2)
-    producer = bus.producer()
     seqs = [0, 1, 2, 3, 8, 9]  # a seq jump after 3: frame 8 starts a new run
-    for seq in seqs:
-        for cam, offset in (("cam-a", 0), ("cam-b", 10)):
-            producer.send(FRAMES_TOPIC, *FrameMessage.from_image(
-                clip_frames[offset + seq], camera=cam, scene="walk", seq=seq,
-                ts=1_700_000_000_000 + 100 * seq, source="replay").to_record())
-    worker = DetectorWorker(bus.consumer("det", [FRAMES_TOPIC]), bus.producer(), encoder, registry,
-                            DetectorSettings(batch_size=4, max_wait_ms=0, map_encoding="float16"),
-                            DetectorMetrics(CollectorRegistry()), threading.Event())
-    while records := worker.poll_batch():  # batches of 4 mix both cameras and split their runs
-        worker.process(records)
-    consumer = bus.consumer("check", [SCORES_TOPIC])
-    scores: dict[tuple[str, int], float] = {}
-    while batch := consumer.poll(max_records=100, timeout_ms=50):
-        for r in batch:
-            s = ScoreMessage.from_record(r.key, r.value, r.headers)
-            scores[(s.camera, s.seq)] = s.score
+    scores = stream_two_cameras(windowed, encoder, clip_frames, registry, seqs)
     model, _ = load_scene(registry, "walk")
-    for cam, offset in (("cam-a", 0), ("cam-b", 10)):
-        images = [FrameMessage.from_image(clip_frames[offset + q], camera="x", scene="x", seq=0, ts=0,
-                                          source="replay").image() for q in seqs]
+    for cam, offset in CAMERAS:
         per_frame = np.array([r.score for r in FrameScorer(encoder, replace(
-            model, settings=model.settings.model_copy(update={"window": 1}))).score_batch(images, seqs)])
+            model, settings=model.settings.model_copy(update={"window": 1}))).score_batch(
+                sent_images(clip_frames, offset, seqs), seqs)])
         expected = np.concatenate([causal_mean(per_frame[:4], 3), causal_mean(per_frame[4:], 3)])
         assert [scores[(cam, q)] for q in seqs] == pytest.approx(expected.tolist(), abs=1e-4)
