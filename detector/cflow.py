@@ -164,7 +164,7 @@ class CFlowHead(nn.Module):
         cond_dim: int = 128,
         blocks: int = 8,
         clamp: float = 1.9,
-        chunk: int = 16384,
+        chunk: int = 4096,
     ) -> None:
         super().__init__()
         self.feature_dims = list(feature_dims)
@@ -253,25 +253,31 @@ class CFlowHead(nn.Module):
         return torch.is_grad_enabled() and (first.weight.requires_grad or first.bias.requires_grad)
 
     def _projection(self, layer: int, block: int, first: nn.Linear, dx: int, grid: tuple[int, int],
-                    like: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """``W_c c + b`` of block ``block`` for the positions ``rows`` of ``grid`` (all: None),
-        shape (positions, hidden).
+                    like: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``W_c c + b`` of block ``block``: for every position of ``grid`` (``index`` None,
+        shape (H*W, hidden)), or per fiber at the flat positions ``index`` (N, hidden).
 
-        With gradients enabled (training) it is computed afresh for the positions asked
-        for; without, for the whole grid, and kept until the block's first layer changes
-        (its weights' version counter, bumped by every in-place update: an optimizer step,
-        ``load_state_dict``)."""
+        Without gradients it is computed for the whole grid and kept until the block's
+        first layer changes (its weights' version counter, bumped by every in-place update:
+        an optimizer step, ``load_state_dict``); fibers gather their rows. With gradients
+        (training) it is computed afresh: for the whole grid and gathered when the fibers
+        outnumber the grid's positions four times or more (coarse grids), else from each
+        fiber's own encoding, as the official loop does, without a gather of the wider
+        projection."""
         encoding = self._encoding(grid, like)
+        w_c = first.weight[:, dx:].T
         if self._training(first):
-            wanted = encoding if rows is None else encoding[rows]
-            return torch.addmm(first.bias, wanted, first.weight[:, dx:].T)
+            if index is None or index.shape[0] >= 4 * encoding.shape[0]:
+                table = torch.addmm(first.bias, encoding, w_c)
+                return table if index is None else table[index]
+            return torch.addmm(first.bias, encoding[index], w_c)
         key = (layer, block, grid, like.device, like.dtype)
         version = (first.weight._version, first.bias._version, first.weight.data_ptr())
         hit = self._projections.get(key)
         if hit is None or hit[0] != version:
-            hit = (version, torch.addmm(first.bias, encoding, first.weight[:, dx:].T))
+            hit = (version, torch.addmm(first.bias, encoding, w_c))
             self._projections[key] = hit
-        return hit[1] if rows is None else hit[1][rows]
+        return hit[1] if index is None else hit[1][index]
 
     def flow(self, layer: int, fibers: torch.Tensor, positions: Positions
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,39 +285,49 @@ class CFlowHead(nn.Module):
 
         FrEIA's ``AllInOneBlock`` forward (soft permutation, SOFTPLUS global affine, clamped
         affine coupling), with each subnet's condition projection per position (see the
-        module docstring): broadcast over whole frames, or, for a set of fibers (a training
-        batch), computed for the positions among them and gathered.
+        module docstring): broadcast over whole frames, or gathered for a set of fibers (a
+        training batch; :meth:`_projection`). The operations are FrEIA's, regrouped: the
+        subnet's two output halves as two products with its 0.1 folded in, and each
+        block's global affine folded into its permutation matrix.
         """
         x = fibers
         log_det = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         hw = positions.grid[0] * positions.grid[1]
-        rows = inverse = None
-        if positions.frames is None:
-            rows, inverse = torch.unique(positions.index.to(x.device), return_inverse=True)
-        if self._int8 is not None and (torch.is_grad_enabled() or positions.frames is None):
+        # whole frames broadcast the grid's projection; a set of fibers gathers theirs
+        index = None if positions.frames is not None else positions.index.to(x.device)
+        if self._int8 is not None and (torch.is_grad_enabled() or index is not None):
             raise RuntimeError("an int8 head (quantize_int8) is for inference on whole frames only")
+        constant = x.new_zeros(())  # the global affines' log-determinants, the same for every fiber
         for b, block in enumerate(self.flows[layer].module_list):
             x1, x2 = torch.split(x, block.splits, dim=1)
             first, _relu, second = block.subnet
-            dx = x1.shape[1]
-            proj = self._projection(layer, b, first, dx, positions.grid, x, rows)
+            dx, ch = x1.shape[1], x2.shape[1]
+            proj = self._projection(layer, b, first, dx, positions.grid, x, index)
             if self._int8 is not None:
-                wx, second = self._int8[(layer, b)]
-                hidden = wx(x1)
+                wx, second_int8 = self._int8[(layer, b)]
+                hidden = (wx(x1).view(-1, hw, proj.shape[1]) + proj).view(-1, proj.shape[1])
+                a = second_int8(F.relu(hidden)) * 0.1
+                s_pre, t = a[:, :ch], a[:, ch:]
             else:
-                hidden = x1 @ first.weight[:, :dx].T
-            if inverse is None:
-                hidden = (hidden.view(-1, hw, hidden.shape[1]) + proj).view(-1, hidden.shape[1])
-            else:
-                hidden = hidden + proj[inverse]
-            a = second(F.relu(hidden)) * 0.1
-            ch = x2.shape[1]
-            sub_jac = block.clamp * torch.tanh(a[:, :ch])
-            x2 = x2 * torch.exp(sub_jac) + a[:, ch:]
+                if index is None:  # whole frames: the grid's projection broadcast over them
+                    hidden = x1 @ first.weight[:, :dx].T
+                    hidden.view(-1, hw, hidden.shape[1]).add_(proj)
+                else:
+                    hidden = torch.addmm(proj, x1, first.weight[:, :dx].T)
+                hidden = hidden.relu_()
+                # the subnet's output halves (scale, shift) as two products, times FrEIA's 0.1
+                s_pre = torch.addmm(second.bias[:ch], hidden, second.weight[:ch].T, beta=0.1, alpha=0.1)
+                t = torch.addmm(second.bias[ch:], hidden, second.weight[ch:].T, beta=0.1, alpha=0.1)
+            sub_jac = block.clamp * torch.tanh(s_pre)
+            x2 = torch.addcmul(t, x2, torch.exp(sub_jac))
+            # the global affine (x * scale + offset) folded into the permutation's matrix
             scale = block.global_scale_activation(block.global_scale)
-            x = F.linear(torch.cat((x1, x2), 1) * scale + block.global_offset, block.w_perm)
-            log_det = log_det + sub_jac.sum(1) + torch.log(scale).sum()
-        return x, log_det
+            w_perm = block.w_perm * scale
+            offset = F.linear(block.global_offset, block.w_perm).view(-1)
+            x = torch.addmm(offset, x1, w_perm[:, :dx].T).addmm_(x2, w_perm[:, dx:].T)
+            log_det = log_det + sub_jac.sum(1)
+            constant = constant + torch.log(scale).sum()
+        return x, log_det + constant
 
     def reference_flow(self, layer: int, fibers: torch.Tensor, cond: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -190,7 +190,7 @@ class SANFlowHead(CFlowHead):
         cond_dim: int = 128,
         blocks: int = 8,
         clamp: float = 1.9,
-        chunk: int = 16384,
+        chunk: int = 4096,
         stats_width: int = 64,
         prior_mode: float = 0.1,
         prior_window: int = 11,
