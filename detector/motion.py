@@ -5,8 +5,9 @@ computes OpenCV's DIS optical flow between a frame and an earlier frame of its c
 run (the previous one, or ``span`` frames back; fewer at a run's start), both as small
 grey images (``MotionSettings.size``), divides it by the number of source frames between
 them (``seq`` step, so sampling at an analysis fps keeps the units: pixels per source
-frame), and pools it over ``cell`` x ``cell`` pixels into a feature map of four channels
-per grid cell (``channels: flow``; ``channels: speed`` keeps the last two)::
+frame), and pools it over ``cell`` x ``cell`` pixels into a feature map per grid cell:
+the last two channels below (``channels: speed``, the default) or all four (``channels:
+flow``)::
 
     mean u, mean v          the cell's mean displacement (direction of travel)
     log1p(mean |flow|)      how fast the cell moves on average
@@ -23,10 +24,12 @@ gap, a reconnect or a seq jump, has none and is scored on appearance alone, with
 appearance-only calibration (see :class:`~detector.model.SceneModel`).
 
 >>> import numpy as np
->>> s = MotionSettings(size=32, cell=8)
+>>> s = MotionSettings(size=32, cell=8, channels="flow")
 >>> a = np.zeros((32, 32), np.uint8); a[8:16, 8:16] = 255
 >>> flow_features(a, np.roll(a, 2, axis=1), 1, s).shape
 (4, 4, 4)
+>>> flow_features(a, np.roll(a, 2, axis=1), 1, MotionSettings(size=32, cell=8)).shape
+(2, 4, 4)
 """
 
 from __future__ import annotations
@@ -57,17 +60,17 @@ class MotionSettings(Strict):
 
     model_config = {"frozen": True}
 
-    size: int = Field(default=128, ge=16, description="side of the grey frames the flow is computed on")
-    cell: int = Field(default=8, ge=1, description="flow pooled over cell x cell pixels")
+    size: int = Field(default=256, ge=16, description="side of the grey frames the flow is computed on")
+    cell: int = Field(default=16, ge=1, description="flow pooled over cell x cell pixels")
     max_step: int = Field(default=3, ge=1, description="previous frame at most this many source frames "
                                                      "back; beyond, the frame has no motion evidence")
     max_gap_ms: int = Field(default=2000, ge=1, description="previous frame captured at most this long "
                                                           "before (when capture times are known)")
-    preset: Literal["ultrafast", "fast", "medium"] = "ultrafast"
+    preset: Literal["ultrafast", "fast", "medium"] = "medium"
     span: int = Field(default=1, ge=1, description="flow against the frame this many frames back in "
                                                  "the camera's run (fewer at the run's start)")
     channels: Literal["flow", "speed"] = Field(
-        default="flow", description="flow: direction and speed per cell; speed: speed only")
+        default="speed", description="flow: direction and speed per cell; speed: speed only")
 
     @property
     def grid(self) -> int:
@@ -88,7 +91,7 @@ def motion_frame(bgr: np.ndarray, settings: MotionSettings) -> np.ndarray:
 
 
 def flow_features(prev: np.ndarray, cur: np.ndarray, step: int, settings: MotionSettings) -> np.ndarray:
-    """Motion features (4, grid, grid) float32 between two grey frames ``step`` source frames apart.
+    """Motion features (channels, grid, grid) float32 between two grey frames ``step`` source frames apart.
 
     Args:
         prev: the camera's previous grey frame (:func:`motion_frame`).
@@ -134,7 +137,7 @@ class MotionTracker:
     >>> t = MotionTracker(s)
     >>> f = np.zeros((32, 32, 3), np.uint8)
     >>> t.features("cam", 0, f) is None, t.features("cam", 1, f).shape, t.features("cam", 9, f) is None
-    (True, (4, 4, 4), True)
+    (True, (2, 4, 4), True)
     >>> t.features("cam", 10, f, ts_ms=0) is not None, t.features("cam", 11, f, ts_ms=60_000) is None
     (True, True)
     """
@@ -155,7 +158,7 @@ class MotionTracker:
                 after the previous one (a reconnect, a stall) is a gap too.
 
         Returns:
-            The motion features (4, grid, grid), or None.
+            The motion features (channels, grid, grid), or None.
         """
         s = self.settings
         seen = _Seen(seq, ts_ms, motion_frame(bgr, s))

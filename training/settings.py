@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class MotionTraining(Strict):
     """The ``training.motion:`` section: whether a scene gets a motion channel
     (:mod:`detector.motion`), how its motion features are computed and how its motion head
-    is trained. The head is a CFLOW-AD flow over the 4 motion channels, conditioned on the
+    is trained. The head is a CFLOW-AD flow over the motion channels, conditioned on the
     grid position; it trains on the same schedule as the appearance head."""
 
     enabled: bool = False

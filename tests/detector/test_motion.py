@@ -14,7 +14,7 @@ from tests.conftest import TINY_SIZE, resize, tiny_settings
 from tests.detector.streaming import CAMERAS, sent_images, stream_two_cameras
 from training.train import TrainResult, train_scene
 
-SETTINGS = MotionSettings(size=64, cell=8)
+SETTINGS = MotionSettings(size=64, cell=8, preset="ultrafast", channels="flow")
 
 
 def _texture(seed: int = 0, size: int = 64) -> np.ndarray:
@@ -95,7 +95,7 @@ def test_span_reaches_back_within_the_run_and_speed_keeps_two_channels() -> None
     after = spanned.features("a", 4 + SETTINGS.max_step + 2, frames[1])
     assert np.array_equal(after, flow_features(grey[0], grey[1], 1, SETTINGS))
     speed = SETTINGS.model_copy(update={"channels": "speed"})
-    assert speed.n_channels == 2 and SETTINGS.n_channels == 4
+    assert speed.n_channels == 2 and SETTINGS.n_channels == 4 and MotionSettings().n_channels == 2
     only = flow_features(grey[0], grey[1], 1, speed)
     assert only.shape == (2, 8, 8)
     assert np.array_equal(only, flow_features(grey[0], grey[1], 1, SETTINGS)[2:])

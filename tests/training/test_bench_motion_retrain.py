@@ -24,7 +24,7 @@ training:
   motion:
     coupling_blocks: 2
     cond_dim: 16
-    features: {size: 64, cell: 8}
+    features: {size: 64, cell: 8, channels: flow}
 """
 
 
