@@ -26,6 +26,18 @@ TEST_FRAMES = 16
 EVENT = range(6, 14)
 
 
+#: The ``training:`` keys of a tiny, fast training run on this set (YAML lines, indented
+#: under ``training:``), for the tests that train through ``vigil train``.
+TINY_TRAINING = """\
+  input_size: 64
+  epochs: 1
+  image_batch: 8
+  fiber_batch: 1024
+  coupling_blocks: 2
+  cond_dim: 16
+"""
+
+
 def make_tiny_stc(root: Path) -> Path:
     frames = [cv2.resize(f.image, SIZE, interpolation=cv2.INTER_AREA) for f in iter_frames(CLIP)]
     for scene, view in (("01", lambda f: f), ("02", lambda f: np.ascontiguousarray(f[:, ::-1]))):

@@ -12,18 +12,10 @@ from pathlib import Path
 import cv2
 
 from tests.conftest import load_bench_script
-from tests.stc_fixture import make_tiny_stc
+from tests.stc_fixture import TINY_TRAINING, make_tiny_stc
 from vigil.cli import main
 
-CONFIG = """\
-training:
-  model: sanflow
-  input_size: 64
-  epochs: 1
-  image_batch: 8
-  fiber_batch: 1024
-  coupling_blocks: 2
-  cond_dim: 16
+CONFIG = "training:\n  model: sanflow\n" + TINY_TRAINING + """\
   sanflow_stats_input: quarter
 """
 

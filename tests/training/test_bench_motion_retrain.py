@@ -9,17 +9,10 @@ import json
 from pathlib import Path
 
 from tests.conftest import load_bench_script
-from tests.stc_fixture import make_tiny_stc
+from tests.stc_fixture import TINY_TRAINING, make_tiny_stc
 from vigil.cli import main
 
-CONFIG = """\
-training:
-  input_size: 64
-  epochs: 1
-  image_batch: 8
-  fiber_batch: 1024
-  coupling_blocks: 2
-  cond_dim: 16
+CONFIG = "training:\n" + TINY_TRAINING + """\
   feature_cache_mb: 64
   motion:
     coupling_blocks: 2
