@@ -4,9 +4,11 @@
 Takes a scene checkpoint with a motion channel and scores the same decoded frames, as
 ``--cameras`` interleaved cameras in micro-batches of ``--batch``, through the detector
 worker's model step (:class:`detector.worker.BatchScorer`: encoder, heads, maps,
-calibrated scores, per-camera motion state) twice per round: once as it is, once with
-the motion channel removed. Rounds alternate the order; the median of the per-round
-ratios is printed (machines are noisy: only a side-by-side ratio means anything).
+calibrated scores, per-camera motion state) once per variant and round: with the motion
+channel, its optical flow computed before the encoder pass or overlapping it, on a given
+number of threads (``--flow``), and with the motion channel removed. Each round another
+variant goes first; the medians of the per-round ratios to appearance only are printed
+(machines are noisy: only a side-by-side ratio means anything).
 
     python bench/motion_cost.py --registry runs/motion/scenes --scene 01 \\
         --frames /tmp/campus/testing/frames/01_0001 --rounds 5
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--max-frames", type=int, default=48)
+    ap.add_argument("--flow", default="before:2,overlap:1,overlap:2",
+                    help="motion variants, comma-separated WHEN:THREADS: the optical flow computed "
+                         "before the encoder pass or overlapping it, on THREADS threads "
+                         "(detector.flow_overlap, detector.flow_threads)")
     args = ap.parse_args(argv)
     registry = SceneRegistry(args.registry)
     model, _ = load_scene(registry, args.scene)
@@ -68,24 +74,42 @@ def main(argv: list[str] | None = None) -> dict:
     without = LoadedScene(dataclasses.replace(model, motion=None), with_motion.model_id + ":no-motion", 0)
     images = [resize_for_model(f.image, model.input_size)
               for f in iter_frame_dir(args.frames, max_frames=args.max_frames)]
-    scorer = BatchScorer(encoder, registry, DetectorSettings(batch_size=args.batch))
-    # as if the worker had loaded both (its motion state lives as long as a model is loaded)
-    scorer.cache.loaded.update({"with": with_motion, "without": without})
-    frames_per_second(scorer, with_motion, images[:8], 1, args.batch)  # warm-up
+    variants = {}
+    for spec in args.flow.split(","):
+        when, _, threads = spec.partition(":")
+        if when not in ("before", "overlap") or not threads.isdigit() or int(threads) < 1:
+            raise SystemExit(f"--flow: expected before|overlap:THREADS, got {spec!r}")
+        settings = DetectorSettings(batch_size=args.batch, flow_overlap=when == "overlap",
+                                    flow_threads=int(threads))
+        variants[f"motion, flow {when} the encoder, {threads} thread(s)"] = (
+            BatchScorer(encoder, registry, settings), with_motion)
+    variants["appearance only"] = (BatchScorer(encoder, registry, DetectorSettings(batch_size=args.batch)),
+                                   without)
+    for scorer, _loaded in variants.values():
+        # as if the worker had loaded both (its motion state lives as long as a model is loaded)
+        scorer.cache.loaded.update({"with": with_motion, "without": without})
+        frames_per_second(scorer, with_motion, images[:8], 1, args.batch)  # warm-up
+    names = list(variants)
     rows = []
     for r in range(args.rounds):
-        order = [("motion", with_motion), ("appearance only", without)]
-        if r % 2:
-            order.reverse()
-        fps = {name: frames_per_second(scorer, loaded, images, args.cameras, args.batch)
-               for name, loaded in order}
-        rows.append({**fps, "ratio": fps["motion"] / fps["appearance only"]})
-        print(f"round {r + 1}: with motion {fps['motion']:.2f} frames/s, appearance only "
-              f"{fps['appearance only']:.2f} frames/s, ratio {rows[-1]['ratio']:.3f}", flush=True)
-    ratios = [row["ratio"] for row in rows]
-    result = {"rounds": rows, "median_ratio": statistics.median(ratios), "min_ratio": min(ratios),
-              "max_ratio": max(ratios), "batch": args.batch, "cameras": args.cameras, "frames": len(images)}
+        order = names[r % len(names):] + names[: r % len(names)]  # each variant leads in turn
+        fps = {name: frames_per_second(*variants[name], images, args.cameras, args.batch) for name in order}
+        rows.append({name: fps[name] for name in names})
+        print(f"round {r + 1}: " + ", ".join(f"{name} {fps[name]:.2f}" for name in names) + " frames/s",
+              flush=True)
+    ratios = {name: [row[name] / row["appearance only"] for row in rows] for name in names[:-1]}
+    result = {"rounds": rows, "batch": args.batch, "cameras": args.cameras, "frames": len(images),
+              "ratios": {name: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+                         for name, v in ratios.items()}}
+    print("\n| variant | frames/s (median) | x appearance only: median (range) |\n| --- | --- | --- |")
+    for name in names:
+        med = statistics.median(row[name] for row in rows)
+        r = ratios.get(name)
+        cell = "1.00" if r is None else f"**{statistics.median(r):.2f}** ({min(r):.2f}-{max(r):.2f})"
+        print(f"| {name} | {med:.1f} | {cell} |")
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}))
+    for scorer, _loaded in variants.values():
+        scorer.close()
     return result
 
 

@@ -108,13 +108,36 @@ def flow_features(prev: np.ndarray, cur: np.ndarray, step: int, settings: Motion
     flow = dis.calc(prev, cur, None) / float(step)
     g, c = settings.grid, settings.cell
     crop = flow[: g * c, : g * c]
-    mag = np.sqrt((crop**2).sum(axis=2)).reshape(g, c, g, c)
-    uv = crop.reshape(g, c, g, c, 2).mean(axis=(1, 3))
+    mag = cv2.magnitude(np.ascontiguousarray(crop[..., 0]), np.ascontiguousarray(crop[..., 1]))
     out = np.empty((4, g, g), np.float32)
-    out[0], out[1] = uv[..., 0], uv[..., 1]
-    out[2] = np.log1p(mag.mean(axis=(1, 3)))
-    out[3] = np.log1p(mag.max(axis=(1, 3)))
-    return out if settings.channels == "flow" else out[2:].copy()
+    out[2] = np.log1p(_cell_sum(mag, g, c) / (c * c))
+    out[3] = np.log1p(mag.reshape(g * c, g, c).max(axis=2).reshape(g, c, g).max(axis=1))
+    if settings.channels == "speed":
+        return out[2:].copy()
+    out[0] = _cell_sum(np.ascontiguousarray(crop[..., 0]), g, c) / (c * c)
+    out[1] = _cell_sum(np.ascontiguousarray(crop[..., 1]), g, c) / (c * c)
+    return out
+
+
+def _cell_sum(values: np.ndarray, g: int, c: int) -> np.ndarray:
+    """Sums of a (g*c, g*c) array over its g x g cells of c x c (rows first: contiguous reads)."""
+    return values.reshape(g * c, g, c).sum(axis=2).reshape(g, c, g).sum(axis=1)
+
+
+@dataclass(frozen=True)
+class FlowPair:
+    """Two grey frames of a camera's run whose flow gives a frame's motion features: what
+    :meth:`MotionTracker.pair` returns, computed by :meth:`features` (on any thread: the
+    tracker's state is not touched, and OpenCV releases the GIL)."""
+
+    prev: np.ndarray
+    cur: np.ndarray
+    step: int
+    settings: MotionSettings
+
+    def features(self) -> np.ndarray:
+        """The motion features (see :func:`flow_features`)."""
+        return flow_features(self.prev, self.cur, self.step, self.settings)
 
 
 @dataclass
@@ -160,6 +183,14 @@ class MotionTracker:
         Returns:
             The motion features (channels, grid, grid), or None.
         """
+        pair = self.pair(camera, seq, bgr, ts_ms)
+        return None if pair is None else pair.features()
+
+    def pair(self, camera: str, seq: int, bgr: np.ndarray, ts_ms: int | None = None) -> FlowPair | None:
+        """Record this frame in its camera's run and return the frames its motion features
+        come from (None: a gap), without computing the flow: :meth:`features` in two steps,
+        so that a batch's flows can be computed in parallel while the state is updated in
+        record order. Arguments as for :meth:`features`."""
         s = self.settings
         seen = _Seen(seq, ts_ms, motion_frame(bgr, s))
         run = self._runs.pop(camera, None)
@@ -174,7 +205,7 @@ class MotionTracker:
         if not continues:
             return None
         ref = run[0]  # span frames back, or the run's first frame
-        return flow_features(ref.frame, seen.frame, seq - ref.seq, s)
+        return FlowPair(ref.frame, seen.frame, seq - ref.seq, s)
 
     def forget(self, camera: str) -> None:
         """Drop a camera's state (its next frame is a gap)."""

@@ -69,6 +69,16 @@ class DetectorSettings(Strict):
         default=None, ge=1,
         description="threads that decode and resize a micro-batch's JPEGs; None: up to 4, one per CPU",
     )
+    flow_threads: int | None = Field(
+        default=None, ge=1,
+        description="threads that compute a micro-batch's optical flow (scenes with a motion channel); "
+                    "None: on CUDA up to 4, one per CPU; on a CPU 1",
+    )
+    flow_overlap: bool | None = Field(
+        default=None,
+        description="compute the optical flow while the encoder runs (True) or before it, on every "
+                    "flow thread (False); None: True on CUDA, False on CPU",
+    )
     live_max_age_ms: int | None = Field(
         default=2000, ge=1,
         description="skip live frames older than this (the detector is behind); None: score all",
@@ -98,6 +108,27 @@ class DetectorSettings(Strict):
     def decoders(self) -> int:
         """``decode_threads`` resolved. Decoding runs while the model's threads wait for the
         batch (without a prefetch), so it may use every core; OpenCV releases the GIL."""
-        if self.decode_threads is not None:
-            return self.decode_threads
-        return max(1, min(4, os.cpu_count() or 1))
+        return _up_to_four_per_cpu(self.decode_threads)
+
+    @property
+    def overlap_flow(self) -> bool:
+        """``flow_overlap`` resolved. On a CPU the encoder's threads keep every core busy, and a
+        flow thread beside them stalls their parallel regions, so the flow runs first (see
+        README "Motion" for the measurement); on a GPU the CPU is free while the encoder runs."""
+        if self.flow_overlap is not None:
+            return self.flow_overlap
+        return self.device.startswith("cuda")
+
+    @property
+    def flow_workers(self) -> int:
+        """``flow_threads`` resolved. OpenCV's optical flow releases the GIL, so a batch's
+        frames can run in parallel; on a CPU one thread measured fastest (OpenCV already
+        spreads each flow over the cores)."""
+        if self.flow_threads is None and not self.device.startswith("cuda"):
+            return 1
+        return _up_to_four_per_cpu(self.flow_threads)
+
+
+def _up_to_four_per_cpu(threads: int | None) -> int:
+    """A helper-thread count as set, or by default up to 4, one per CPU."""
+    return threads if threads is not None else max(1, min(4, os.cpu_count() or 1))

@@ -43,8 +43,8 @@ import queue
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -68,7 +68,7 @@ from detector.checkpoint import from_checkpoint, model_id
 from detector.encoders import Encoder
 from detector.learning import LearningPeriod, SiteStore
 from detector.model import SceneModel, resize_for_model, to_input
-from detector.motion import MotionTracker
+from detector.motion import FlowPair, MotionTracker
 from detector.scorer import EncoderMismatchError, check_encoder
 from detector.settings import DetectorSettings
 from detector.temporal import ScoreHistory
@@ -208,13 +208,17 @@ class BatchScorer:
         state_dir = settings.learning.state_dir
         self.learning = LearningPeriod(settings.learning, SiteStore(state_dir) if state_dir else None)
         self.batch_failures = 0  # model passes that failed for a batch but not for its frames
+        self._flow_pool: ThreadPoolExecutor | None = None  # motion features' optical flow; made on first use
 
     def _motion(self, frames: list[tuple[FrameMessage, np.ndarray, LoadedScene]]
-                ) -> list[np.ndarray | None | Exception]:
-        """Each frame's motion features (None: no motion channel, or a gap; the exception if
-        they could not be computed), in record order: a camera's frames are in order within a
-        partition and a batch keeps that order."""
-        out: list[np.ndarray | None | Exception] = []
+                ) -> list[np.ndarray | Future | None | Exception]:
+        """Each frame's motion features, pending: None (no motion channel, or a gap), the
+        features or a future of them (their optical flow runs on ``flow_threads`` threads,
+        during the encoder pass where ``flow_overlap`` says so), or the exception that
+        stopped them. The cameras' runs are updated here, in record order: a camera's frames
+        are in order within a partition and a batch keeps that order. :meth:`_resolve`
+        waits for the futures."""
+        out: list[np.ndarray | Future | None | Exception] = []
         for msg, image, scene in frames:
             motion = scene.model.motion
             if motion is None:
@@ -222,10 +226,40 @@ class BatchScorer:
                 continue
             tracker = self.motion.setdefault(scene.model_id, MotionTracker(motion.settings))
             try:
-                out.append(tracker.features(msg.camera, msg.seq, image, msg.ts))
+                pair = tracker.pair(msg.camera, msg.seq, image, msg.ts)
+                out.append(None if pair is None else self._flow(pair))
             except Exception as exc:  # noqa: BLE001 - this frame's failure, reported with its record
                 out.append(exc)
         return out
+
+    def _flow(self, pair: FlowPair) -> Future | np.ndarray:
+        """A frame's motion features computed on the flow threads (here, when there is one
+        and it would be waited for at once)."""
+        if self.settings.flow_workers == 1 and not self.settings.overlap_flow:
+            return pair.features()
+        if self._flow_pool is None:
+            self._flow_pool = ThreadPoolExecutor(self.settings.flow_workers,
+                                                 thread_name_prefix="detector-flow")
+        return self._flow_pool.submit(pair.features)
+
+    @staticmethod
+    def _resolve(motion: list[np.ndarray | Future | None | Exception], idx: Iterable[int],
+                 out: list[ScoreMessage | Exception | None]) -> None:
+        """Wait for the pending motion features of frames ``idx``: each becomes its features,
+        or, if its flow failed, that frame's exception in ``out``."""
+        for i in idx:
+            pending = motion[i]
+            if isinstance(pending, Future):
+                try:
+                    motion[i] = pending.result()
+                except Exception as exc:  # noqa: BLE001 - this frame's failure, reported with its record
+                    motion[i], out[i] = exc, exc
+
+    def close(self) -> None:
+        """Stop the flow threads (the scorer can still be used: they start again when needed)."""
+        if self._flow_pool is not None:
+            self._flow_pool.shutdown(wait=True)
+            self._flow_pool = None
 
     def _forget_evicted(self) -> None:
         """Drop the per-camera state (motion, score runs) of models the cache has evicted."""
@@ -234,13 +268,17 @@ class BatchScorer:
             for gone in [m for m in state if m not in loaded]:
                 del state[gone]
 
-    def _model_pass(self, size: int, items: list[tuple[np.ndarray, LoadedScene, np.ndarray | None]]
-                    ) -> list[tuple[float, float, np.ndarray]]:
-        """One encoder pass over images of one input size, then each scene's head on its
-        rows: ``(score, raw, map)`` per item."""
-        images = to_input([image for image, _scene, _motion in items], size).to(self.device)
+    def _encode(self, size: int, images_bgr: list[np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One encoder pass over images of one input size: the input batch and its features."""
+        images = to_input(images_bgr, size).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             features = [f.float() for f in self.encoder(images)]
+        return images, features
+
+    def _heads(self, images: torch.Tensor, features: list[torch.Tensor],
+               items: list[tuple[np.ndarray, LoadedScene, np.ndarray | None]]
+               ) -> list[tuple[float, float, np.ndarray]]:
+        """Each scene's head on its rows of an encoded batch: ``(score, raw, map)`` per item."""
         by_scene: dict[str, list[int]] = defaultdict(list)
         for j, (_image, scene, _motion) in enumerate(items):
             by_scene[scene.model_id].append(j)
@@ -254,6 +292,12 @@ class BatchScorer:
             for r, j in enumerate(rows):
                 out[j] = (float(result.scores[r]), float(result.raw[r]), maps[r])
         return out
+
+    def _model_pass(self, size: int, items: list[tuple[np.ndarray, LoadedScene, np.ndarray | None]]
+                    ) -> list[tuple[float, float, np.ndarray]]:
+        """One encoder pass over images of one input size, then each scene's head on its
+        rows: ``(score, raw, map)`` per item."""
+        return self._heads(*self._encode(size, [image for image, _scene, _motion in items]), items)
 
     def _message(self, msg: FrameMessage, scene: LoadedScene, scored: tuple[float, float, np.ndarray]
                  ) -> ScoreMessage:
@@ -294,9 +338,11 @@ class BatchScorer:
         the frames' order, each frame's score message or the exception that stopped that
         frame alone (see the module's "Poison records"); raises when the model itself fails."""
         self._forget_evicted()
-        motion = self._motion(frames)
+        motion = self._motion(frames)  # their flows run on the flow threads
         out: list[ScoreMessage | Exception | None] = [m if isinstance(m, Exception) else None
                                                       for m in motion]
+        if not self.settings.overlap_flow:  # wait now, not during the encoder pass
+            self._resolve(motion, range(len(frames)), out)
         by_size: dict[int, list[int]] = defaultdict(list)
         for i, (_msg, _img, scene) in enumerate(frames):
             if out[i] is None:
@@ -304,11 +350,26 @@ class BatchScorer:
 
         def item(i: int) -> tuple[np.ndarray, LoadedScene, np.ndarray | None]:
             m = motion[i]
-            return frames[i][1], frames[i][2], None if isinstance(m, Exception) else m
+            return frames[i][1], frames[i][2], m if isinstance(m, np.ndarray) else None
 
         for size, idx in by_size.items():
+            encoded: tuple[torch.Tensor, list[torch.Tensor]] | Exception
             try:
-                results = self._model_pass(size, [item(i) for i in idx])
+                encoded = self._encode(size, [frames[i][1] for i in idx])
+            except Exception as exc:  # noqa: BLE001 - retried frame by frame below
+                encoded = exc
+            self._resolve(motion, idx, out)
+            keep = [r for r, i in enumerate(idx) if out[i] is None]  # a failed flow drops its frame
+            idx = [idx[r] for r in keep]
+            if not idx:
+                continue
+            try:
+                if isinstance(encoded, Exception):
+                    raise encoded
+                images, features = encoded
+                if len(keep) < len(images):
+                    images, features = images[keep], [f[keep] for f in features]
+                results = self._heads(images, features, [item(i) for i in idx])
             except Exception as exc:
                 results = self._one_by_one(size, idx, item, exc, out)
             for i, scored in zip(idx, results, strict=True):
@@ -410,6 +471,7 @@ class DetectorWorker:
             if self._decoder_pool is not None:
                 self._decoder_pool.shutdown(wait=True)
                 self._decoder_pool = None
+            self.scorer.close()
             self._running = False
 
     def _run_pipelined(self) -> None:

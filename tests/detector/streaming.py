@@ -22,9 +22,11 @@ CAMERAS = (("cam-a", 0), ("cam-b", 10))
 
 
 def stream_two_cameras(model: SceneModel, encoder: Encoder, clip_frames: list[np.ndarray],
-                       registry: SceneRegistry, seqs: Sequence[int]) -> dict[tuple[str, int], float]:
+                       registry: SceneRegistry, seqs: Sequence[int], **settings: object
+                       ) -> dict[tuple[str, int], float]:
     """Send both cameras' frames ``seqs`` interleaved, run a worker in batches of 4 (which mix the
-    cameras and split their runs), and return the published score of every ``(camera, seq)``."""
+    cameras and split their runs), and return the published score of every ``(camera, seq)``.
+    ``settings``: further :class:`DetectorSettings`."""
     save_scene(registry, "walk", model)
     bus = InProcessBus(partitions=2)
     producer = bus.producer()
@@ -34,10 +36,11 @@ def stream_two_cameras(model: SceneModel, encoder: Encoder, clip_frames: list[np
                 clip_frames[offset + seq], camera=cam, scene="walk", seq=seq,
                 ts=1_700_000_000_000 + 100 * seq, source="replay").to_record())
     worker = DetectorWorker(bus.consumer("det", [FRAMES_TOPIC]), bus.producer(), encoder, registry,
-                            DetectorSettings(batch_size=4, max_wait_ms=0, map_encoding="float16"),
+                            DetectorSettings(batch_size=4, max_wait_ms=0, map_encoding="float16", **settings),
                             DetectorMetrics(CollectorRegistry()), threading.Event())
     while records := worker.poll_batch():
         worker.process(records)
+    worker.scorer.close()
     consumer = bus.consumer("check", [SCORES_TOPIC])
     scores: dict[tuple[str, int], float] = {}
     while batch := consumer.poll(max_records=100, timeout_ms=50):

@@ -162,12 +162,56 @@ def test_a_gap_frame_is_scored_on_appearance_with_its_own_calibration(motion_tra
     assert [r.score for r in plain] == [r.score for r in alone]
 
 
+@pytest.mark.parametrize("flow", [{}, {"flow_overlap": True, "flow_threads": 2},
+                                  {"flow_overlap": False, "flow_threads": 2}],
+                         ids=["default", "overlap-2-threads", "before-2-threads"])
 def test_worker_scores_equal_offline_per_camera_across_batches(motion_trained, encoder, clip_frames,
-                                                               tmp_path) -> None:
+                                                               tmp_path, flow) -> None:
     registry = SceneRegistry(tmp_path / "scenes")
-    scores = stream_two_cameras(motion_trained.model, encoder, clip_frames, registry, range(6))
+    scores = stream_two_cameras(motion_trained.model, encoder, clip_frames, registry, range(6), **flow)
     model, _ = load_scene(registry, "walk")
     for cam, offset in CAMERAS:
         images = sent_images(clip_frames, offset, range(6))
         offline = FrameScorer(encoder, model).score_batch(images, range(6))
         assert [scores[(cam, q)] for q in range(6)] == pytest.approx([r.score for r in offline], abs=1e-4)
+
+
+@pytest.mark.parametrize("channels", ["flow", "speed"])
+def test_flow_features_pool_the_flow_as_defined(channels) -> None:
+    """The pooling (cell sums, row-first maxima) equals its definition on the raw DIS flow."""
+    import cv2
+
+    settings = MotionSettings(size=64, cell=8, preset="ultrafast", channels=channels)
+    a, b = _texture(1), np.roll(_texture(1), 2, axis=0)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST).calc(a, b, None) / 2.0
+    g, c = settings.grid, settings.cell
+    mag = np.sqrt((flow**2).sum(axis=2)).reshape(g, c, g, c)
+    want = np.stack([*np.moveaxis(flow.reshape(g, c, g, c, 2).mean(axis=(1, 3)), 2, 0),
+                     np.log1p(mag.mean(axis=(1, 3))), np.log1p(mag.max(axis=(1, 3)))])
+    got = flow_features(a, b, 2, settings)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want if channels == "flow" else want[2:], rtol=1e-5, atol=1e-6)
+
+
+def test_bench_motion_cost_compares_the_flow_variants(motion_trained, clip_frames, tmp_path) -> None:
+    import contextlib
+    import io
+
+    import cv2
+
+    from detector.checkpoint import save_scene
+    from tests.conftest import load_bench_script
+
+    save_scene(SceneRegistry(tmp_path / "scenes"), "walk", motion_trained.model)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, frame in enumerate(clip_frames[:6]):
+        cv2.imwrite(str(frames / f"{i:03d}.jpg"), frame)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        result = load_bench_script("motion_cost").main([
+            "--registry", str(tmp_path / "scenes"), "--scene", "walk", "--frames", str(frames),
+            "--rounds", "2", "--cameras", "2", "--batch", "4", "--flow", "before:1,overlap:2"])
+    assert set(result["ratios"]) == {"motion, flow before the encoder, 1 thread(s)",
+                                     "motion, flow overlap the encoder, 2 thread(s)"}
+    assert all(r["min"] > 0 for r in result["ratios"].values()) and len(result["rounds"]) == 2
+    assert "| appearance only |" in out.getvalue()

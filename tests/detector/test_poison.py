@@ -221,19 +221,40 @@ def test_motion_features_that_fail_skip_only_their_frame(encoder, registry, imag
     loaded = rig.worker.cache.get(TINY_SCENE)
     # a motion channel that is never used (every camera's first frame has no motion evidence)
     monkeypatch.setattr(loaded.model, "motion", SimpleNamespace(settings=MotionSettings()))
-    features = MotionTracker.features
+    pair = MotionTracker.pair
 
     def failing_for_bad(self, camera, seq, bgr, ts_ms=None):
         if camera == "bad":
-            raise ZeroDivisionError("pretend optical flow blew up")
-        return features(self, camera, seq, bgr, ts_ms)
+            raise ZeroDivisionError("pretend the grey frame blew up")
+        return pair(self, camera, seq, bgr, ts_ms)
 
-    monkeypatch.setattr(MotionTracker, "features", failing_for_bad)
+    monkeypatch.setattr(MotionTracker, "pair", failing_for_bad)
     for camera in ("a", "bad", "b"):
         rig.send(*good_frame(image, camera, 0, TINY_SCENE))
     rig.drain()
     assert sorted(s.camera for s in rig.scores()) == ["a", "b"]
     assert by_label(rig.metrics.registry, REJECTED, "reason") == {"error:ZeroDivisionError": 1.0}
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_an_optical_flow_that_fails_on_a_flow_thread_skips_only_its_frame(encoder, registry, image,
+                                                                         monkeypatch, overlap) -> None:
+    rig = Rig(encoder, registry, flow_threads=2, flow_overlap=overlap)
+    loaded = rig.worker.cache.get(TINY_SCENE)
+    monkeypatch.setattr(loaded.model, "motion", SimpleNamespace(settings=MotionSettings()))
+
+    class Blows:
+        def features(self):
+            raise FloatingPointError("pretend optical flow blew up")
+
+    monkeypatch.setattr(MotionTracker, "pair",
+                        lambda self, camera, seq, bgr, ts_ms=None: Blows() if camera == "bad" else None)
+    for camera in ("a", "bad", "b"):
+        rig.send(*good_frame(image, camera, 0, TINY_SCENE))
+    rig.drain()
+    rig.worker.scorer.close()
+    assert sorted(s.camera for s in rig.scores()) == ["a", "b"]
+    assert by_label(rig.metrics.registry, REJECTED, "reason") == {"error:FloatingPointError": 1.0}
 
 
 def test_an_unexpected_failure_loading_a_scene_is_counted_and_logged_per_scene(encoder, registry, image,
