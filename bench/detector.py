@@ -20,7 +20,10 @@ and batch size (``--batches``), on the same frames, every round times, in a rota
 * ``cflow-int8`` and ``heads-int8`` (CPU): ``cflow`` and ``heads`` with the same head's
   coupling layers quantised to int8 (:meth:`detector.cflow.CFlowHead.quantize_int8`,
   measured, not offered as a setting); the largest relative log-likelihood difference
-  from the float heads is printed too.
+  from the float heads is printed too;
+* ``encoder-unfolded`` and ``cflow-unfolded``: ``encoder`` and ``cflow`` with the encoder's
+  batch norms left as they are (``Encoder(fold_norms=False)``), to measure what folding
+  them into the convolutions gains.
 
 With ``--train-steps N`` it also times training, side by side per round: N fiber steps
 (``--fiber-batch`` fibers of one image batch's features, every layer in turn, loss, backward,
@@ -60,7 +63,8 @@ sys.path.insert(0, str(BENCH.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROWS = ("encoder", "cflow", "sanflow", "heads", "previous", "reference", "cflow-int8", "heads-int8")
+ROWS = ("encoder", "cflow", "sanflow", "heads", "previous", "reference", "cflow-int8", "heads-int8",
+        "encoder-unfolded", "cflow-unfolded")
 CPU_ONLY = ("cflow-int8", "heads-int8")
 REFERENCE_CHUNK = 256  # fibers per FrEIA call in CFLOW-AD's official code
 
@@ -116,11 +120,13 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
             dtype: torch.dtype | None) -> tuple[dict[str, Callable[[], None]], dict]:
     """One callable per row (each scores ``frames`` once in batches of ``batch``), and the
     MACs and the heads' difference from the reference."""
+    from detector.encoders import Encoder
     from detector.model import to_input
     from detector.scorer import FrameScorer
     from training.settings import TrainSettings
     from training.speed import untrained_model
 
+    unfolded = Encoder(encoder.name, encoder.weights_path, fold_norms=False).to(device)
     batches = [frames[i:i + batch] for i in range(0, len(frames), batch)]
     inputs = [to_input(b, size).to(device) for b in batches]
     fit = max(2, batch)  # statistics and calibration need two frames
@@ -128,6 +134,7 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
               for kind in ("cflow", "sanflow")}
     scorers = {row: FrameScorer(encoder, models[name], device=str(device))
                for row, name in (("cflow", "cflow"), ("sanflow", "sanflow"))}
+    scorers["cflow-unfolded"] = FrameScorer(unfolded, models["cflow"], device=str(device))
     head = models["cflow"].head.to(device)
     head_int8 = None
     if device.type == "cpu":
@@ -138,10 +145,10 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
     with torch.inference_mode(), auto:
         features = [[f.float() for f in encoder(x)] for x in inputs]
 
-    def encoder_only() -> None:
+    def encoder_only(net: torch.nn.Module = encoder) -> None:
         with torch.inference_mode(), auto:
             for b in batches:
-                encoder(to_input(b, size).to(device))
+                net(to_input(b, size).to(device))
 
     def scorer(row: str) -> Callable[[], None]:
         def run() -> None:
@@ -186,7 +193,8 @@ def runners(encoder, frames: list[np.ndarray], size: int, batch: int, device: to
             "int8_max_relative_log_p_difference": int8_diff,
         }
     rows = {"encoder": encoder_only, "cflow": scorer("cflow"), "sanflow": scorer("sanflow"),
-            "heads": heads_only, "previous": previous, "reference": reference}
+            "heads": heads_only, "previous": previous, "reference": reference,
+            "encoder-unfolded": lambda: encoder_only(unfolded), "cflow-unfolded": scorer("cflow-unfolded")}
     if head_int8 is not None:
         rows.update({"cflow-int8": scorer("cflow-int8"), "heads-int8": heads_int8})
     return rows, info

@@ -130,6 +130,49 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def fuse_batch_norms(model: nn.Module) -> int:
+    """Fold each eval-mode batch norm into the convolution just before it, in place.
+
+    A frozen backbone's batch norm is an affine map per channel, so it can be folded into
+    the preceding convolution's weights and bias: the same features to float rounding, one
+    pass over the activations fewer per layer (about a third of EfficientNet-Lite0's CPU
+    time). A norm is folded only where its module's previous child is a convolution with
+    as many output channels; timm's norm-plus-activation layers keep their activation.
+
+    Args:
+        model: a backbone in eval mode (its running statistics are what gets folded).
+
+    Returns:
+        How many norms were folded.
+
+    >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    >>> m[1].running_mean.fill_(0.5); m[1].running_var.fill_(4.0)  # doctest: +ELLIPSIS
+    tensor(...)
+    >>> x = torch.randn(1, 3, 8, 8); before = m(x)
+    >>> fuse_batch_norms(m), torch.allclose(m(x), before, atol=1e-6), type(m[1]).__name__
+    (1, True, 'Identity')
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    folded = 0
+    for parent in list(model.modules()):
+        previous: nn.Module | None = None
+        for name, child in list(parent.named_children()):
+            if (isinstance(child, nn.BatchNorm2d) and not child.training and child.track_running_stats
+                    and isinstance(previous, nn.Conv2d) and previous.out_channels == child.num_features):
+                assert child.running_mean is not None and child.running_var is not None
+                weight, bias = fuse_conv_bn_weights(previous.weight, previous.bias, child.running_mean,
+                                                    child.running_var, child.eps, child.weight, child.bias)
+                previous.weight, previous.bias = weight, bias
+                act = getattr(child, "act", None)  # timm's BatchNormAct2d: norm, drop, act
+                drop = getattr(child, "drop", None)
+                keep = [m for m in (drop, act) if isinstance(m, nn.Module) and not isinstance(m, nn.Identity)]
+                setattr(parent, name, nn.Sequential(*keep) if keep else nn.Identity())
+                folded += 1
+            previous = child
+    return folded
+
+
 class Encoder(nn.Module):
     """A frozen pretrained backbone returning the feature maps of its pooling layers.
 
@@ -137,7 +180,13 @@ class Encoder(nn.Module):
     every caller feeds the same thing whatever the backbone.
     """
 
-    def __init__(self, name: str, weights: str | Path | None = None) -> None:
+    def __init__(self, name: str, weights: str | Path | None = None, fold_norms: bool = True) -> None:
+        """Args:
+            name: a registered encoder (:data:`ENCODERS`).
+            weights: its weights file (None: the packaged weights, where there are any).
+            fold_norms: fold the batch norms into the convolutions (:func:`fuse_batch_norms`;
+                the same features to float rounding, faster); False only to measure that.
+        """
         super().__init__()
         import timm
 
@@ -170,10 +219,13 @@ class Encoder(nn.Module):
         if bad:
             raise WeightsError(f"encoder weights {path}: shape mismatch at {bad[:3]}")
         self.backbone.load_state_dict({k: mapped[k] for k in wanted})
-        self.backbone.eval().requires_grad_(False)
+        self.backbone.eval()
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
-        self.digest = weights_digest(self.backbone)
+        self.digest = weights_digest(self.backbone)  # of the weights as loaded, before folding
+        if fold_norms:
+            fuse_batch_norms(self.backbone)
+        self.backbone.requires_grad_(False)
 
     @property
     def name(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.encoders import ENCODERS, Encoder, WeightsError, encoder_names
+from detector.encoders import ENCODERS, Encoder, WeightsError, encoder_names, weights_digest
 from tests.conftest import TINY_SIZE
 
 
@@ -82,8 +82,35 @@ def test_encoder_from_a_user_weights_file(tmp_path: Path) -> None:
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     enc = Encoder("resnet18", path)
     assert enc.channels == [128, 256, 512]
-    assert torch.equal(enc.backbone.state_dict()["conv1.weight"], state["conv1.weight"])
     assert enc.digest == Encoder("resnet18", path).digest
+
+
+@pytest.mark.parametrize("name", ["resnet18", "tf_efficientnet_lite0"])
+def test_batch_norms_are_folded_with_the_same_features_and_digest(tmp_path: Path, name: str) -> None:
+    import timm
+
+    full = timm.create_model(name, pretrained=False)
+    gen = torch.Generator().manual_seed(0)
+    for m in full.modules():  # statistics unlike the identity a fresh model has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    path = tmp_path / f"{name}.pth"
+    torch.save(full.state_dict(), path)
+    enc = Encoder(name, path)
+    spec = ENCODERS[name]
+    plain = timm.create_model(spec.timm_name, pretrained=False, features_only=True, out_indices=spec.layers)
+    plain.load_state_dict(full.state_dict(), strict=False)
+    plain.eval()
+    assert enc.digest == weights_digest(plain)  # the digest is of the weights as loaded
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.backbone.modules())
+    x = torch.rand(2, 3, TINY_SIZE, TINY_SIZE)
+    with torch.no_grad():
+        want = plain((x - enc.mean) / enc.std)
+    for got, ref in zip(enc(x), want, strict=True):
+        assert float((got - ref).abs().max() / ref.abs().max()) < 1e-5
 
 
 def test_weights_of_a_deeper_sibling_are_rejected(tmp_path: Path) -> None:
