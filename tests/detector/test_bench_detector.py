@@ -20,7 +20,7 @@ def test_rows_ratios_macs_and_the_reference_difference(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     speed, train = report["results"]
     assert set(speed["rows"]) == {"encoder", "cflow", "sanflow", "heads", "previous", "reference",
-                                  "cflow-int8", "heads-int8"}
+                                  "cflow-int8", "heads-int8", "encoder-unfolded", "cflow-unfolded"}
     assert speed["rows"]["encoder"]["vs_encoder"]["median"] == 1.0
     assert all(row["fps"]["min"] > 0 for row in speed["rows"].values())
     # The projection cache computes fewer multiply-accumulates, with the same log-likelihoods.
