@@ -71,8 +71,9 @@ def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel], rule: Rule =
 
     Cross-fitting covers the appearance score (what a scene without a motion channel, or
     a camera's first frame, gets). A motion channel that joins the maps by ``max`` reads
-    the appearance map in units of this calibration, so its joint calibration would have
-    to be re-measured: such a model is refused (:class:`ValueError`), not half re-fitted.
+    the appearance map in units of this calibration, so call this before the channel is
+    calibrated (a model that has one is refused, :class:`ValueError`, not half re-fitted),
+    and re-fit the joint calibration with :func:`cross_fit_motion`.
 
     >>> import numpy as np
     >>> from detector.model import SceneModel
@@ -98,16 +99,51 @@ def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel], rule: Rule =
         if fold.calibration is None:
             raise ValueError(f"fold model {i} is not calibrated")
         parts.append(np.asarray(fold.calibration.normal_scores))
+    model.calibration = refit(before, parts, rule)
+    return CrossFit(len(parts), sum(p.size for p in parts), before, model.calibration, rule=rule)
+
+
+def cross_fit_motion(model: SceneModel, fold_models: Sequence[SceneModel], rule: Rule = "pooled") -> CrossFit:
+    """Re-fit the joint (appearance + motion) calibration of ``model``'s motion channel (in
+    place) on the joint held-out scores of itself and of its fold models, each of which has
+    a motion channel of its own, trained without its fold's footage.
+
+    Call it after the motion channel is calibrated on fold 0 (with the cross-fitted
+    appearance calibration, which its joint map reads). Each fold's joint scores are in its
+    own model's units, as for :func:`cross_fit`; ``rule`` likewise.
+
+    Args:
+        model: the deployed scene model, its motion channel calibrated on fold 0.
+        fold_models: one model per other fold, with a calibrated motion channel.
+        rule: ``pooled`` or ``max`` (see :func:`cross_fit`).
+
+    Returns:
+        What changed (the joint calibration before and after).
+    """
+    if model.motion is None or model.motion.calibration is None:
+        raise ValueError("the scene model has no calibrated motion channel")
+    before = model.motion.calibration
+    parts = [np.asarray(before.normal_scores)]
+    for i, fold in enumerate(fold_models, start=1):
+        if fold.motion is None or fold.motion.calibration is None:
+            raise ValueError(f"fold model {i} has no calibrated motion channel")
+        parts.append(np.asarray(fold.motion.calibration.normal_scores))
+    model.motion.calibration = refit(before, parts, rule)
+    return CrossFit(len(parts), sum(p.size for p in parts), before, model.motion.calibration, rule=rule)
+
+
+def refit(before: Calibration, parts: Sequence[np.ndarray], rule: Rule) -> Calibration:
+    """A threshold from the normal scores of several folds, by ``rule`` (see :func:`cross_fit`),
+    at ``before``'s false-alarm rate."""
     pooled = np.concatenate(parts)
     fitted = Calibration.fit(pooled, before.false_alarm_rate)
     if rule == "max":
         busiest = max((Calibration.fit(p, before.false_alarm_rate) for p in parts), key=lambda c: c.threshold)
         threshold = max(busiest.threshold, fitted.center + 1e-6)
-        fitted = replace(fitted, threshold=threshold, method=busiest.method)
-    elif rule != "pooled":
+        return replace(fitted, threshold=threshold, method=busiest.method)
+    if rule != "pooled":
         raise ValueError(f"unknown cross-fit rule {rule!r} (pooled or max)")
-    model.calibration = fitted
-    return CrossFit(len(parts), int(pooled.size), before, model.calibration, rule=rule)
+    return fitted
 
 
 def with_order(result: CrossFit, ordered: Sequence[np.ndarray]) -> CrossFit:

@@ -37,7 +37,7 @@ from detector.model import MotionModel, SceneModel, ScoreSettings, build_head, t
 from detector.sanflow import SANFlowHead, grid_masks
 from training.augment import AugmentSettings, SyntheticAnomalies
 from training.batches import FeatureBatches, MotionBatches, SANFlowBatches, fiber_batches
-from training.crossfit import CrossFit, cross_fit, with_order
+from training.crossfit import CrossFit, cross_fit, cross_fit_motion, with_order
 from training.data import SceneFootage
 from training.motion import fit_motion_calibration, motion_sequence
 from training.schedule import Schedule
@@ -54,6 +54,7 @@ class TrainResult:
     seconds: float
     motion_history: list[dict] = field(default_factory=list)  # the motion head's, if any
     cross_fit: CrossFit | None = None  # what cross-fitting changed (train_footage)
+    motion_cross_fit: CrossFit | None = None  # ... in the joint calibration of the motion channel
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -370,7 +371,8 @@ def train_scene(
     (:func:`train_motion`); ``train_runs`` / ``holdout_runs`` then say where the runs of
     consecutive frames begin and end (None: the frames are one run). ``fold_models``
     (see :func:`train_footage`) cross-fit the appearance threshold before the motion
-    channel is calibrated in its units.
+    channel is calibrated in its units, then, where they have motion channels of their
+    own, the joint threshold.
     """
     if not train_frames:
         raise ValueError("no training frames")
@@ -407,7 +409,11 @@ def train_scene(
     crossed = cross_fit(model, fold_models, settings.cross_fit_rule) if fold_models else None
     motion_history = (train_motion(model, train_frames, holdout_frames, holdout_nll, settings, train_runs,
                                    holdout_runs, progress) if settings.motion.enabled else [])
-    return TrainResult(model, history, holdout_nll, time.perf_counter() - start, motion_history, crossed)
+    joint = (cross_fit_motion(model, fold_models, settings.cross_fit_rule)
+             if fold_models and model.motion is not None and all(f.motion is not None for f in fold_models)
+             else None)
+    return TrainResult(model, history, holdout_nll, time.perf_counter() - start, motion_history, crossed,
+                       joint)
 
 
 def train_footage(
@@ -421,15 +427,17 @@ def train_footage(
     cross-fitted threshold.
 
     Cross-fitting: for each other fold (``footage.folds(settings.holdout_fraction)`` in
-    all) an appearance model of the same settings and seed trains without that fold's
-    footage and scores it (:mod:`training.crossfit`); the deployed model, trained exactly as
-    without cross-fitting, gets its threshold from all folds' scores. It costs one extra
-    training per extra fold (of ``settings.cross_fit_epochs`` epochs; default half of ``epochs``).
+    all) a model of the same settings and seed (with a motion channel where the deployed
+    model has one) trains without that fold's footage and scores it
+    (:mod:`training.crossfit`); the deployed model, trained exactly as without
+    cross-fitting, gets its thresholds (appearance, and joint where it has a motion
+    channel) from all folds' scores. It costs one extra training per extra fold (of
+    ``settings.cross_fit_epochs`` epochs; default half of ``epochs``).
 
     Args:
         encoder: the frozen encoder.
         footage: the scene's normal videos (:func:`training.data.read_footage`).
-        settings: training settings (the fold models never get a motion channel).
+        settings: training settings (the fold models' too, but for their epochs).
         progress: progress bars.
         on_fold: called with (fold, folds) before each fold model trains.
 
@@ -440,13 +448,13 @@ def train_footage(
     folds: list[TrainResult] = []
     if settings.cross_fit:
         k = footage.folds(settings.holdout_fraction)
-        appearance = settings.with_changes(motion=settings.motion.model_copy(update={"enabled": False}),
-                                           epochs=settings.cross_fit_epochs or max(1, settings.epochs // 2))
+        fold_epochs = settings.cross_fit_epochs or max(1, settings.epochs // 2)
+        fold_settings = settings.with_changes(epochs=fold_epochs)
         for fold in range(1, k):
             if on_fold is not None:
                 on_fold(fold, k)
             part = footage.split(settings.holdout_fraction, fold)
-            folds.append(train_scene(encoder, part.train, part.holdout, appearance, progress,
+            folds.append(train_scene(encoder, part.train, part.holdout, fold_settings, progress,
                                      part.train_runs, part.holdout_runs))
     data = footage.split(settings.holdout_fraction, 0)
     result = train_scene(encoder, data.train, data.holdout, settings, progress, data.train_runs,
@@ -456,6 +464,8 @@ def train_footage(
         result.cross_fit = with_order(result.cross_fit, [r.model.raw_scores(r.model.raw_maps(r.holdout_nll))
                                                          for r in (result, *folds)])
         summary["cross_fit"] = result.cross_fit.summary()
+    if result.motion_cross_fit is not None:
+        summary["motion_cross_fit"] = result.motion_cross_fit.summary()
     return result, summary
 
 

@@ -11,7 +11,7 @@ from detector.calibration import Calibration
 from detector.encoders import Encoder
 from detector.model import SceneModel
 from tests.conftest import CLIP, resize, tiny_settings
-from training.crossfit import cross_fit
+from training.crossfit import cross_fit, cross_fit_motion
 from training.data import SceneFootage, load_scene_frames, read_footage
 from training.train import train_footage, train_scene
 
@@ -116,3 +116,46 @@ def test_cross_fit_max_rule_holds_for_the_busiest_fold() -> None:
     assert model.calibration.threshold > result.before.threshold  # the quiet fold's own
     with pytest.raises(ValueError, match="unknown cross-fit rule 'mean'"):
         cross_fit(_calibrated(quiet), [_calibrated(busy)], rule="mean")  # type: ignore[arg-type]
+
+
+def _with_motion(scores: np.ndarray, joint: np.ndarray) -> SceneModel:
+    from types import SimpleNamespace
+
+    model = _calibrated(scores)
+    model.motion = SimpleNamespace(calibration=Calibration.fit(joint, 0.001))  # type: ignore[assignment]
+    return model
+
+
+def test_cross_fit_motion_refits_the_joint_threshold_by_the_rule() -> None:
+    rng = np.random.default_rng(2)
+    quiet, busy = rng.normal(size=100), rng.normal(size=100) + 2.0
+    model = _with_motion(quiet, quiet)
+    appearance = model.calibration
+    result = cross_fit_motion(model, [_with_motion(quiet, busy)], rule="max")
+    assert model.calibration == appearance  # only the joint calibration moves
+    assert result.before.threshold == Calibration.fit(quiet, 0.001).threshold
+    assert model.motion.calibration.threshold == Calibration.fit(busy, 0.001).threshold
+    assert len(model.motion.calibration.normal_scores) == 200
+    with pytest.raises(ValueError, match="fold model 1 has no calibrated motion channel"):
+        cross_fit_motion(_with_motion(quiet, quiet), [_calibrated(busy)])
+
+
+def test_train_footage_cross_fits_the_motion_channel_with_fold_models_that_have_one(
+        encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
+    small = resize(clip_frames[:32], 64)
+    footage = SceneFootage([Path(f"v{i}.avi") for i in range(4)],
+                           [small[i * 8:(i + 1) * 8] for i in range(4)])
+    settings = tiny_settings(input_size=64, fiber_batch=256, cond_dim=8, blur_sigma=0.0,
+                             holdout_fraction=0.25, cross_fit=True, cross_fit_rule="max",
+                             motion={"enabled": True, "coupling_blocks": 2, "cond_dim": 8,
+                                     "features": {"size": 32, "cell": 8}})
+    result, summary = train_footage(encoder, footage, settings, progress=False)
+    assert result.cross_fit is not None and result.motion_cross_fit is not None
+    joint = result.model.motion.calibration
+    assert result.motion_cross_fit.after == joint and result.motion_cross_fit.folds == 4
+    # each fold's 8 held-out frames are one run: 7 have a previous frame
+    assert len(joint.normal_scores) == 4 * 7
+    assert summary["motion_cross_fit"]["folds"] == 4
+    without, _ = train_footage(encoder, footage, settings.with_changes(cross_fit=False), progress=False)
+    assert without.motion_cross_fit is None and len(without.model.motion.calibration.normal_scores) == 7
+    assert joint.threshold >= result.motion_cross_fit.before.threshold - 1e-9  # max: at least fold 0's
