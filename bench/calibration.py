@@ -10,6 +10,10 @@ calibration the checkpoint knows:
 * ``fold0``: calibrated on the model's own held-out part only (what ``vigil train`` gives
   without cross-fitting; for a cross-fitted checkpoint it is kept in its meta);
 * ``crossfit``: the checkpoint's calibration when it was trained with ``--cross-fit``;
+* ``crossfit-appearance`` (instead of ``fold0``, for a cross-fitted checkpoint with a
+  motion channel): its joint threshold put back to fold 0's, the appearance threshold
+  cross-fitted (what ``--cross-fit --motion`` gave before the joint threshold was
+  cross-fitted too);
 * ``onsite`` (with ``--learn-clips N``): the checkpoint's calibration re-fitted the way
   ``vigil calibrate`` does it (``training.calibrate.recalibrate``, pooled with the scores it
   has) on the scene's first N normal-only clips, as a camera's learning period would. Those
@@ -128,13 +132,26 @@ def main(argv: list[str] | None = None) -> int:
             model.motion = None
         variants = {}
         crossed = meta.get("training", {}).get("cross_fit")
-        if crossed:
+        joint = meta.get("training", {}).get("motion_cross_fit") if model.motion is not None else None
+        if joint:
+            # The joint calibration of fold 0 was fitted on the cross-fitted appearance
+            # units, so the plain fold-0 model cannot be rebuilt; what can is cross-fitting
+            # of the appearance threshold alone (as before the joint threshold was).
+            partial = copy.copy(model)
+            partial.motion = copy.copy(model.motion)
+            partial.motion.calibration = Calibration.from_dict(joint["fold0_calibration"])
+            variants["crossfit-appearance"] = partial
+            variants["crossfit"] = model
+        elif crossed:
             fold0 = copy.copy(model)
             fold0.calibration = Calibration.from_dict(crossed["fold0_calibration"])
             variants["fold0"] = fold0
             variants["crossfit"] = model
         else:
             variants["fold0"] = model
+        if args.learn_clips and "fold0" not in variants:
+            p.error(f"scene {scene}: --learn-clips needs a fold-0 calibration, which a checkpoint with "
+                    "a cross-fitted motion channel does not keep")
         learned: set[int] = set()
         if args.learn_clips:
             onsite = copy.copy(model)

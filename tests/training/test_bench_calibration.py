@@ -81,3 +81,28 @@ def test_reports_both_calibrations_per_scene_and_pooled(tmp_path: Path) -> None:
     assert windowed["01/crossfit@w1"]["frame_auroc"] == report["01/crossfit"]["frame_auroc"]
     assert windowed["01/crossfit@w3"]["threshold"] == windowed["01/crossfit@w1"]["threshold"]
     assert 0.0 <= windowed["01/crossfit@w3"]["frame_auroc"] <= 1.0
+
+
+def test_a_cross_fitted_motion_channel_is_compared_with_cross_fitting_appearance_only(tmp_path: Path) -> None:
+    root = make_tiny_stc(tmp_path / "stc")
+    config, registry = tmp_path / "c.yaml", tmp_path / "models"
+    config.write_text(CONFIG + """\
+  motion:
+    coupling_blocks: 2
+    cond_dim: 16
+    features: {size: 64, cell: 8}
+""")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["--config", str(config), "train", "--scene", "01", "--stc-root", str(root),
+                     "--cross-fit", "--motion", "--registry", str(registry), "-q"]) == 0
+    meta = json.loads((registry / "01" / "meta.json").read_text())
+    joint = meta["training"]["motion_cross_fit"]
+    assert meta["motion"]["calibration"]["threshold"] == joint["threshold_after"]
+    out = tmp_path / "report.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert load_bench_script("calibration").main([
+            "--root", str(root), "--registry", str(registry), "--config", str(config), "--scenes", "01",
+            "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {"01/crossfit", "01/crossfit-appearance"} <= set(report) and "01/fold0" not in report
+    assert 0.0 <= report["01/crossfit-appearance"]["frame_auroc"] <= 1.0
