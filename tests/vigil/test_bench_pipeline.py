@@ -46,3 +46,29 @@ def test_detector_only_in_its_own_process_on_the_replayed_files(registry, clip_f
     folder = bench.write_stc_test_video(tmp_path / "stc", clip_frames[:8])
     measured = bench.detector_only_in_own_process(registry.root, folder, cameras=2, batch=4, scene=TINY_SCENE)
     assert measured["detector_only_fps"] > 0 and measured["model_only_fps"] > 0
+
+
+def test_compare_prefetch_runs_every_value_each_round_in_rotated_order(tmp_path, monkeypatch) -> None:
+    """The side-by-side mode's bookkeeping (the role processes are the test above's)."""
+    import argparse
+    import contextlib
+    import io
+    import json
+
+    bench = load_bench()
+    calls: list[tuple[int, str]] = []
+
+    def fake_end_to_end(work, cfg, cameras, frames, frame_folder=None, video_size=None):
+        v = cfg["detector"]["prefetch_batches"]
+        calls.append((v, "stc" if frame_folder is not None else "video"))
+        return {"fps": 10.0 + v}
+
+    monkeypatch.setattr(bench, "end_to_end", fake_end_to_end)
+    monkeypatch.setattr(bench, "detector_only_in_own_process", lambda *a, **k: {"detector_only_fps": 20.0})
+    args = argparse.Namespace(rounds=2, cameras=2, batch=4, out=tmp_path / "out")
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        report = bench.compare_prefetch(tmp_path, {"detector": {}}, tmp_path, (64, 48), 8, args, [0, 1])
+    assert [v for v, _ in calls] == [0, 0, 1, 1, 1, 1, 0, 0]  # each round another value goes first
+    assert report["medians"] == {"0/ratio": 0.5, "0/ratio_video": 0.5, "1/ratio": 0.55, "1/ratio_video": 0.55}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["medians"] == report["medians"]
+    assert "| 1 | 0.55 (0.55-0.55) | 0.55 (0.55-0.55) |" in printed.getvalue()
