@@ -108,14 +108,15 @@ def flow_features(prev: np.ndarray, cur: np.ndarray, step: int, settings: Motion
     flow = dis.calc(prev, cur, None) / float(step)
     g, c = settings.grid, settings.cell
     crop = flow[: g * c, : g * c]
-    mag = cv2.magnitude(np.ascontiguousarray(crop[..., 0]), np.ascontiguousarray(crop[..., 1]))
+    u, v = np.ascontiguousarray(crop[..., 0]), np.ascontiguousarray(crop[..., 1])
+    mag = cv2.magnitude(u, v)
     out = np.empty((4, g, g), np.float32)
     out[2] = np.log1p(_cell_sum(mag, g, c) / (c * c))
     out[3] = np.log1p(mag.reshape(g * c, g, c).max(axis=2).reshape(g, c, g).max(axis=1))
     if settings.channels == "speed":
         return out[2:].copy()
-    out[0] = _cell_sum(np.ascontiguousarray(crop[..., 0]), g, c) / (c * c)
-    out[1] = _cell_sum(np.ascontiguousarray(crop[..., 1]), g, c) / (c * c)
+    out[0] = _cell_sum(u, g, c) / (c * c)
+    out[1] = _cell_sum(v, g, c) / (c * c)
     return out
 
 

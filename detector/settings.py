@@ -96,13 +96,18 @@ class DetectorSettings(Strict):
     )
 
     @property
+    def on_cuda(self) -> bool:
+        """Whether the model runs on a CUDA device (the helper threads' defaults follow it)."""
+        return self.device.startswith("cuda")
+
+    @property
     def prefetch(self) -> int:
         """``prefetch_batches`` resolved. On a CPU the model keeps every core busy; a fetch
         thread then only competes with the model's own threads (measured on 2 cores: 10 %
         slower with a backlog), while on a GPU it keeps the CPU work off the GPU's path."""
         if self.prefetch_batches is not None:
             return self.prefetch_batches
-        return 1 if self.device.startswith("cuda") else 0
+        return 1 if self.on_cuda else 0
 
     @property
     def decoders(self) -> int:
@@ -117,14 +122,14 @@ class DetectorSettings(Strict):
         README "Motion" for the measurement); on a GPU the CPU is free while the encoder runs."""
         if self.flow_overlap is not None:
             return self.flow_overlap
-        return self.device.startswith("cuda")
+        return self.on_cuda
 
     @property
     def flow_workers(self) -> int:
         """``flow_threads`` resolved. OpenCV's optical flow releases the GIL, so a batch's
         frames can run in parallel; on a CPU one thread measured fastest (OpenCV already
         spreads each flow over the cores)."""
-        if self.flow_threads is None and not self.device.startswith("cuda"):
+        if self.flow_threads is None and not self.on_cuda:
             return 1
         return _up_to_four_per_cpu(self.flow_threads)
 

@@ -94,11 +94,7 @@ def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel], rule: Rule =
                          "its joint calibration reads the appearance calibration")
     if before is None:
         raise ValueError("the scene model is not calibrated (not trained?)")
-    parts = [np.asarray(before.normal_scores)]
-    for i, fold in enumerate(fold_models, start=1):
-        if fold.calibration is None:
-            raise ValueError(f"fold model {i} is not calibrated")
-        parts.append(np.asarray(fold.calibration.normal_scores))
+    parts = _fold_parts(before, [f.calibration for f in fold_models], "is not calibrated")
     model.calibration = refit(before, parts, rule)
     return CrossFit(len(parts), sum(p.size for p in parts), before, model.calibration, rule=rule)
 
@@ -123,13 +119,21 @@ def cross_fit_motion(model: SceneModel, fold_models: Sequence[SceneModel], rule:
     if model.motion is None or model.motion.calibration is None:
         raise ValueError("the scene model has no calibrated motion channel")
     before = model.motion.calibration
-    parts = [np.asarray(before.normal_scores)]
-    for i, fold in enumerate(fold_models, start=1):
-        if fold.motion is None or fold.motion.calibration is None:
-            raise ValueError(f"fold model {i} has no calibrated motion channel")
-        parts.append(np.asarray(fold.motion.calibration.normal_scores))
+    parts = _fold_parts(before, [f.motion.calibration if f.motion is not None else None for f in fold_models],
+                        "has no calibrated motion channel")
     model.motion.calibration = refit(before, parts, rule)
     return CrossFit(len(parts), sum(p.size for p in parts), before, model.motion.calibration, rule=rule)
+
+
+def _fold_parts(before: Calibration, folds: Sequence[Calibration | None], missing: str) -> list[np.ndarray]:
+    """Fold 0's normal scores, then each fold model's (``missing`` ends the error for a fold
+    without a calibration)."""
+    parts = [np.asarray(before.normal_scores)]
+    for i, cal in enumerate(folds, start=1):
+        if cal is None:
+            raise ValueError(f"fold model {i} {missing}")
+        parts.append(np.asarray(cal.normal_scores))
+    return parts
 
 
 def refit(before: Calibration, parts: Sequence[np.ndarray], rule: Rule) -> Calibration:

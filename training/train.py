@@ -371,8 +371,8 @@ def train_scene(
     (:func:`train_motion`); ``train_runs`` / ``holdout_runs`` then say where the runs of
     consecutive frames begin and end (None: the frames are one run). ``fold_models``
     (see :func:`train_footage`) cross-fit the appearance threshold before the motion
-    channel is calibrated in its units, then, where they have motion channels of their
-    own, the joint threshold.
+    channel is calibrated in its units, then (with a motion channel, which the fold models
+    then need too) the joint threshold.
     """
     if not train_frames:
         raise ValueError("no training frames")
@@ -410,8 +410,7 @@ def train_scene(
     motion_history = (train_motion(model, train_frames, holdout_frames, holdout_nll, settings, train_runs,
                                    holdout_runs, progress) if settings.motion.enabled else [])
     joint = (cross_fit_motion(model, fold_models, settings.cross_fit_rule)
-             if fold_models and model.motion is not None and all(f.motion is not None for f in fold_models)
-             else None)
+             if fold_models and settings.motion.enabled else None)
     return TrainResult(model, history, holdout_nll, time.perf_counter() - start, motion_history, crossed,
                        joint)
 

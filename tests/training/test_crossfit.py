@@ -81,11 +81,16 @@ def test_cross_fit_refuses_an_uncalibrated_fold() -> None:
         cross_fit(model, [bare])
 
 
+def _four_videos(clip_frames: list[np.ndarray], per_video: int, size: int) -> SceneFootage:
+    """Four videos of ``per_video`` consecutive clip frames each, at ``size`` x ``size``."""
+    small = resize(clip_frames[:4 * per_video], size)
+    return SceneFootage([Path(f"v{i}.avi") for i in range(4)],
+                        [small[i * per_video:(i + 1) * per_video] for i in range(4)])
+
+
 def test_train_footage_cross_fitted_trains_one_model_per_fold_and_pools_them(
         encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
-    small = resize(clip_frames[:24], 32)
-    footage = SceneFootage([Path(f"v{i}.avi") for i in range(4)],
-                           [small[i * 6:(i + 1) * 6] for i in range(4)])
+    footage = _four_videos(clip_frames, 6, 32)
     settings = tiny_settings(input_size=32, fiber_batch=256, cond_dim=8, blur_sigma=0.0,
                              holdout_fraction=0.25, cross_fit=True)
     seen: list[tuple[int, int]] = []
@@ -142,9 +147,7 @@ def test_cross_fit_motion_refits_the_joint_threshold_by_the_rule() -> None:
 
 def test_train_footage_cross_fits_the_motion_channel_with_fold_models_that_have_one(
         encoder: Encoder, clip_frames: list[np.ndarray]) -> None:
-    small = resize(clip_frames[:32], 64)
-    footage = SceneFootage([Path(f"v{i}.avi") for i in range(4)],
-                           [small[i * 8:(i + 1) * 8] for i in range(4)])
+    footage = _four_videos(clip_frames, 8, 64)
     settings = tiny_settings(input_size=64, fiber_batch=256, cond_dim=8, blur_sigma=0.0,
                              holdout_fraction=0.25, cross_fit=True, cross_fit_rule="max",
                              motion={"enabled": True, "coupling_blocks": 2, "cond_dim": 8,
