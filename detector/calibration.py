@@ -10,6 +10,7 @@ The calibrated score maps the normal median to 0 and the threshold to 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -36,16 +37,22 @@ def _threshold(scores: np.ndarray, false_alarm_rate: float) -> tuple[float, str]
     return max(mu - beta * math.log(-math.log(q)), float(scores[-1])), "gumbel"
 
 
-def threshold_interval(ordered: np.ndarray, false_alarm_rate: float, level: float = INTERVAL_LEVEL,
-                       block: int = BOOTSTRAP_BLOCK, draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float]:
+def threshold_interval(ordered: np.ndarray | Sequence[np.ndarray], false_alarm_rate: float,
+                       level: float = INTERVAL_LEVEL, block: int = BOOTSTRAP_BLOCK,
+                       draws: int = BOOTSTRAP_DRAWS,
+                       statistic: Callable[[list[np.ndarray]], float] | None = None) -> tuple[float, float]:
     """A ``level`` confidence interval of the threshold, by circular block bootstrap.
 
     Args:
-        ordered: normal raw scores in footage order.
+        ordered: normal raw scores in footage order, or several such runs (a cross-fit's
+            folds: other footage, other models), each resampled on its own.
         false_alarm_rate: the nominal rate.
         level: the interval's coverage.
         block: frames per bootstrap block.
         draws: bootstrap resamples (the seed is fixed: the interval is reproducible).
+        statistic: the threshold of one resample (its runs, in order); by default the one
+            :meth:`Calibration.fit` gives on all of them pooled. Pass the rule that made the
+            threshold, so that the interval is the threshold's own.
 
     Returns:
         The interval's ends.
@@ -54,15 +61,24 @@ def threshold_interval(ordered: np.ndarray, false_alarm_rate: float, level: floa
     >>> bool(lo < 2.33 < hi)
     True
     """
-    x = np.asarray(ordered, dtype=np.float64).ravel()
-    n = x.size
+    runs = ([np.asarray(ordered, dtype=np.float64).ravel()] if isinstance(ordered, np.ndarray)
+            else [np.asarray(r, dtype=np.float64).ravel() for r in ordered])
+    if statistic is None:
+        def statistic(parts: list[np.ndarray]) -> float:
+            return _threshold(np.sort(np.concatenate(parts)), false_alarm_rate)[0]
     rng = np.random.default_rng(0)
-    block = max(1, min(block, n // 4))  # at least 4 blocks, or a resample is the same set rotated
-    starts = rng.integers(0, n, size=(draws, -(-n // block)))
-    idx = (starts[:, :, None] + np.arange(block)).reshape(draws, -1)[:, :n] % n
-    values = [_threshold(np.sort(x[i]), false_alarm_rate)[0] for i in idx]
+    resampled = [_block_resamples(x, rng, block, draws) for x in runs]
+    values = [statistic([x[idx[d]] for x, idx in zip(runs, resampled, strict=True)]) for d in range(draws)]
     a = (1.0 - level) / 2
     return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
+
+
+def _block_resamples(x: np.ndarray, rng: np.random.Generator, block: int, draws: int) -> np.ndarray:
+    """``draws`` circular block-bootstrap index sets of ``x`` (one row each)."""
+    n = x.size
+    block = max(1, min(block, n // 4))  # at least 4 blocks, or a resample is the same set rotated
+    starts = rng.integers(0, n, size=(draws, -(-n // block)))
+    return (starts[:, :, None] + np.arange(block)).reshape(draws, -1)[:, :n] % n
 
 
 @dataclass(frozen=True)

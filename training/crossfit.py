@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from detector.calibration import Calibration
+from detector.calibration import Calibration, threshold_interval
 from detector.model import SceneModel
 
 Rule = Literal["pooled", "max"]
@@ -39,13 +39,19 @@ class CrossFit:
     frames: int
     before: Calibration
     after: Calibration
-    ordered: tuple[float, ...] = ()  # the pooled scores fold after fold, each in footage order
+    ordered: tuple[tuple[float, ...], ...] = ()  # each fold's scores in footage order
     rule: Rule = "pooled"
 
-    def ordered_scores(self) -> np.ndarray:
-        """The pooled scores in footage order within each fold (for a block bootstrap),
-        or, when they were not kept, the sorted ones."""
-        return np.asarray(self.ordered or self.after.normal_scores)
+    def interval(self) -> tuple[float, float]:
+        """The 90 % interval of the cross-fitted threshold: each fold's scores resampled by
+        blocks in footage order (:func:`detector.calibration.threshold_interval`) and the
+        threshold re-made from them by this cross-fit's rule, so the interval is that of
+        the threshold the rule gave. Without the folds' order (:func:`with_order`), the
+        pooled scores, sorted, stand in as one run."""
+        parts = [np.asarray(o) for o in self.ordered] or [np.asarray(self.after.normal_scores)]
+        far = self.after.false_alarm_rate
+        return threshold_interval(parts, far,
+                                  statistic=lambda ps: rule_threshold(ps, far, self.rule).threshold)
 
     def summary(self) -> dict:
         """For the checkpoint's meta and the CLI's report."""
@@ -139,10 +145,19 @@ def _fold_parts(before: Calibration, folds: Sequence[Calibration | None], missin
 def refit(before: Calibration, parts: Sequence[np.ndarray], rule: Rule) -> Calibration:
     """A threshold from the normal scores of several folds, by ``rule`` (see :func:`cross_fit`),
     at ``before``'s false-alarm rate."""
-    pooled = np.concatenate(parts)
-    fitted = Calibration.fit(pooled, before.false_alarm_rate)
+    return rule_threshold(parts, before.false_alarm_rate, rule)
+
+
+def rule_threshold(parts: Sequence[np.ndarray], false_alarm_rate: float, rule: Rule) -> Calibration:
+    """The calibration ``rule`` makes of the folds' normal scores ``parts`` (see :func:`cross_fit`).
+
+    >>> cal = rule_threshold([np.linspace(0, 1, 50), np.linspace(0, 3, 50)], 0.01, "max")
+    >>> bool(cal.threshold == Calibration.fit(np.linspace(0, 3, 50), 0.01).threshold)
+    True
+    """
+    fitted = Calibration.fit(np.concatenate(parts), false_alarm_rate)
     if rule == "max":
-        busiest = max((Calibration.fit(p, before.false_alarm_rate) for p in parts), key=lambda c: c.threshold)
+        busiest = max((Calibration.fit(p, false_alarm_rate) for p in parts), key=lambda c: c.threshold)
         threshold = max(busiest.threshold, fitted.center + 1e-6)
         return replace(fitted, threshold=threshold, method=busiest.method)
     if rule != "pooled":
@@ -153,8 +168,8 @@ def refit(before: Calibration, parts: Sequence[np.ndarray], rule: Rule) -> Calib
 def with_order(result: CrossFit, ordered: Sequence[np.ndarray]) -> CrossFit:
     """``result`` with each fold's scores in footage order (fold 0 first), for
     :func:`detector.calibration.threshold_interval`."""
-    pooled = np.concatenate([np.asarray(o, dtype=np.float64) for o in ordered])
-    if pooled.size != result.frames:
-        raise ValueError(f"{pooled.size} ordered scores for {result.frames} pooled ones")
-    return replace(result, ordered=tuple(float(v) for v in pooled))
+    parts = tuple(tuple(float(v) for v in np.asarray(o, dtype=np.float64).ravel()) for o in ordered)
+    if sum(map(len, parts)) != result.frames:
+        raise ValueError(f"{sum(map(len, parts))} ordered scores for {result.frames} pooled ones")
+    return replace(result, ordered=parts)
 

@@ -103,9 +103,11 @@ def cmd_train(args: argparse.Namespace, cfg: VigilConfig) -> int:
     from detector.calibration import threshold_interval
 
     model = result.model
-    ordered = (result.cross_fit.ordered_scores() if result.cross_fit is not None
-               else model.raw_scores(model.raw_maps(result.holdout_nll)))
-    lo, hi = threshold_interval(ordered, cal.false_alarm_rate)
+    if result.cross_fit is not None:
+        lo, hi = result.cross_fit.interval()
+    else:
+        lo, hi = threshold_interval(model.raw_scores(model.raw_maps(result.holdout_nll)),
+                                    cal.false_alarm_rate)
     if len(cal.normal_scores) * cal.false_alarm_rate < 1:
         log.warning("scene %s: the %.2g %% threshold rests on %d held-out frames (fewer than %d it takes "
                     "to see one such frame); it is extrapolated (%s fit), 90 %% interval %.3g-%.3g: give "

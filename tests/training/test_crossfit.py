@@ -123,6 +123,30 @@ def test_cross_fit_max_rule_holds_for_the_busiest_fold() -> None:
         cross_fit(_calibrated(quiet), [_calibrated(busy)], rule="mean")  # type: ignore[arg-type]
 
 
+def test_the_interval_is_that_of_the_rule_that_made_the_threshold() -> None:
+    """The 90 % interval ``vigil train`` reports for a cross-fitted threshold resamples each
+    fold by blocks and re-applies the rule: under ``max`` it brackets the busiest fold's
+    threshold (on campus footage the interval of the pooled scores, the old report, lay
+    below it)."""
+    from training.crossfit import with_order
+
+    rng = np.random.default_rng(3)
+    quiet = [rng.normal(size=300) for _ in range(3)]
+    busy = rng.normal(size=300) + 2.0
+    model = _calibrated(quiet[0])
+    folds = [_calibrated(q) for q in quiet[1:]] + [_calibrated(busy)]
+    result = cross_fit(model, folds, rule="max")
+    ordered = with_order(result, [quiet[0], *quiet[1:], busy])
+    lo, hi = ordered.interval()
+    assert lo < model.calibration.threshold < hi
+    assert ordered.interval() == (lo, hi)  # reproducible
+    pooled = with_order(cross_fit(_calibrated(quiet[0]), [_calibrated(q) for q in (*quiet[1:], busy)]),
+                        [*quiet, busy])
+    plo, phi = pooled.interval()
+    assert plo < pooled.after.threshold < phi
+    assert (plo, phi) != (lo, hi)
+
+
 def _with_motion(scores: np.ndarray, joint: np.ndarray) -> SceneModel:
     from types import SimpleNamespace
 
