@@ -23,7 +23,9 @@ calibration the checkpoint knows:
 * ``learning`` (with ``--learn-clips N``): the detector's learning period
   (``detector.learning``): the held-out calibration's scores of the same N clips give the
   camera's raise-only scale (``detector.learning.learn_threshold``), and every later score
-  is divided by it, as the detector worker does once the period is over.
+  is divided by it, as the detector worker does once the period is over;
+* ``learning-crossfit`` (with ``--learn-clips N``, for a cross-fitted checkpoint): the same,
+  starting from the cross-fitted calibration (what a camera deployed with it learns).
 
 With ``--windows 1,3,5`` each variant is scored once per score window instead
 (``name@wN``: the published score is the causal mean of the last N calibrated frame
@@ -149,9 +151,6 @@ def main(argv: list[str] | None = None) -> int:
             variants["crossfit"] = model
         else:
             variants["fold0"] = model
-        if args.learn_clips and "fold0" not in variants:
-            p.error(f"scene {scene}: --learn-clips needs a fold-0 calibration, which a checkpoint with "
-                    "a cross-fitted motion channel does not keep")
         learned: set[int] = set()
         if args.learn_clips:
             onsite = copy.copy(model)
@@ -168,15 +167,22 @@ def main(argv: list[str] | None = None) -> int:
 
         scales = dict.fromkeys(evals, 1.0)
         if args.learn_clips:
-            base = evals["fold0"]
-            seen = [c for c in base.clips if number(c.name) - FIRST_NORMAL_CLIP in learned]
-            period = np.concatenate([c.streaming for c in seen])
-            far = variants["fold0"].calibration.false_alarm_rate
-            lt = learn_threshold(scene, "bench", period, period.size / args.fps, far)
-            report[f"{scene}/learning_period"] = lt.to_json()
-            evals = {**evals, "learning": base}
-            scales["learning"] = lt.scale
-            variants["learning"] = variants["fold0"]
+            # The learning period starts from the calibration the camera is deployed with:
+            # fold 0's (``learning``) and, for a cross-fitted checkpoint, the cross-fitted
+            # one (``learning-crossfit``).
+            for base_name, name, key in (("fold0", "learning", "learning_period"),
+                                         ("crossfit", "learning-crossfit", "learning_period_crossfit")):
+                if base_name not in evals:
+                    continue
+                base = evals[base_name]
+                seen = [c for c in base.clips if number(c.name) - FIRST_NORMAL_CLIP in learned]
+                period = np.concatenate([c.streaming for c in seen])
+                far = variants[base_name].calibration.false_alarm_rate
+                lt = learn_threshold(scene, "bench", period, period.size / args.fps, far)
+                report[f"{scene}/{key}"] = lt.to_json()
+                evals = {**evals, name: base}
+                scales[name] = lt.scale
+                variants[name] = variants[base_name]
         for name, ev in evals.items():
             kept = [c for c in ev.clips if number(c.name) % FIRST_NORMAL_CLIP not in learned]
             test = [c for c in kept if number(c.name) < FIRST_NORMAL_CLIP]

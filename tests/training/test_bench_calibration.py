@@ -21,15 +21,19 @@ CONFIG = "training:\n" + TINY_TRAINING + """\
 """
 
 
-def test_reports_both_calibrations_per_scene_and_pooled(tmp_path: Path) -> None:
-    root = make_tiny_stc(tmp_path / "stc")
-    # A normal-only clip (number >= 9000): a test clip's first, event-free frames.
+def _add_normal_clip(root: Path) -> None:
+    """A normal-only clip (number >= 9000): the first, event-free frames of test clip 1."""
     normal = root / "testing" / "frames" / "01_9001"
     normal.mkdir()
     for i in range(6):
         shutil.copy(root / "testing" / "frames" / "01_0001" / f"{i:03d}.jpg", normal / f"{i:03d}.jpg")
     np.save(root / "testing" / "test_frame_mask" / "01_9001.npy", np.zeros(6, np.uint8))
     np.save(root / "testing" / "test_pixel_mask" / "01_9001.npy", np.zeros((6, 96, 128), np.uint8))
+
+
+def test_reports_both_calibrations_per_scene_and_pooled(tmp_path: Path) -> None:
+    root = make_tiny_stc(tmp_path / "stc")
+    _add_normal_clip(root)
     config, registry = tmp_path / "c.yaml", tmp_path / "models"
     config.write_text(CONFIG)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -71,6 +75,9 @@ def test_reports_both_calibrations_per_scene_and_pooled(tmp_path: Path) -> None:
     assert period["frames"] == 6 and period["scale"] >= 1.0
     assert learned["01/learning"]["scale"] == period["scale"]
     assert learned["01/learning"]["frame_auroc"] == learned["01/fold0"]["frame_auroc"]
+    # ... and starting from the cross-fitted threshold, as a camera deployed with it would.
+    assert learned["01/learning-crossfit"]["scale"] == learned["01/learning_period_crossfit"]["scale"] >= 1.0
+    assert learned["01/learning-crossfit"]["frame_auroc"] == learned["01/crossfit"]["frame_auroc"]
     # Score windows on the same maps: window 1 is the checkpoint's per-frame score; a wider
     # window keeps the threshold.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -106,3 +113,13 @@ def test_a_cross_fitted_motion_channel_is_compared_with_cross_fitting_appearance
     report = json.loads(out.read_text())
     assert {"01/crossfit", "01/crossfit-appearance"} <= set(report) and "01/fold0" not in report
     assert 0.0 <= report["01/crossfit-appearance"]["frame_auroc"] <= 1.0
+    # A learning period on top of the joint cross-fitted threshold (no fold-0 one to start from).
+    _add_normal_clip(root)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert load_bench_script("calibration").main([
+            "--root", str(root), "--registry", str(registry), "--config", str(config), "--scenes", "01",
+            "--learn-clips", "1", "--out", str(out)]) == 0
+    learned = json.loads(out.read_text())
+    assert "01/learning" not in learned
+    assert learned["01/learning-crossfit"]["scale"] == learned["01/learning_period_crossfit"]["scale"]
+    assert learned["01/learning-crossfit"]["normal_clip_frames"] == 0
