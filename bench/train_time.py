@@ -91,16 +91,38 @@ def run_round(args: argparse.Namespace, base: dict, variants: list[Variant], rnd
         procs[v.name] = (subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT,
                                           env={**os.environ, "PYTHONPATH": str(ROOT)}),
                          time.perf_counter(), out, err, folder)
+    ended = wait_all({name: entry[0] for name, entry in procs.items()})
     seconds = {}
     for name, (proc, start, out, err, folder) in procs.items():
-        code = proc.wait()
-        seconds[name] = time.perf_counter() - start
+        seconds[name] = ended[name] - start
         out.close()
         err.close()
-        if code != 0:
+        if proc.returncode != 0:
             tail = (folder / "stderr.log").read_text()[-2000:]
-            raise SystemExit(f"variant {name!r}: vigil train exited {code}:\n{tail}")
+            raise SystemExit(f"variant {name!r}: vigil train exited {proc.returncode}:\n{tail}")
     return seconds
+
+
+def wait_all(procs: dict, clock=time.perf_counter, sleep=time.sleep, poll_s: float = 0.2) -> dict[str, float]:
+    """Wait for every process; the ``clock`` reading when each one ended (not when the
+    wait for it returned: they end in any order).
+
+    >>> class P:
+    ...     def __init__(self, ends): self.ends, self.returncode = ends, None
+    ...     def poll(self): return 0 if ticks[0] >= self.ends else None
+    >>> ticks = [0]
+    >>> def tick(_): ticks[0] += 1
+    >>> wait_all({"slow": P(5), "fast": P(2)}, clock=lambda: ticks[0], sleep=tick)
+    {'fast': 2, 'slow': 5}
+    """
+    ended: dict[str, float] = {}
+    while len(ended) < len(procs):
+        for name, proc in procs.items():
+            if name not in ended and proc.poll() is not None:
+                ended[name] = clock()
+        if len(ended) < len(procs):
+            sleep(poll_s)
+    return ended
 
 
 def main(argv: list[str] | None = None) -> int:

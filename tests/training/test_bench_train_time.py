@@ -44,3 +44,24 @@ def test_a_failing_variant_is_an_error_that_names_it(tmp_path: Path) -> None:
                     "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         bench.parse_variant("epochs")
+
+
+def test_each_variant_is_timed_to_its_own_end() -> None:
+    """The variants end in any order; each one's time is read when it ends (the first
+    version waited for them in order, so a quick variant behind a slow one got the slow
+    one's time)."""
+    bench = load_bench_script("train_time")
+    ticks = [0]
+
+    class Proc:
+        def __init__(self, ends: int) -> None:
+            self.ends, self.returncode = ends, None
+
+        def poll(self) -> int | None:
+            return 0 if ticks[0] >= self.ends else None
+
+    def tick(_seconds: float) -> None:
+        ticks[0] += 1
+
+    ended = bench.wait_all({"slow": Proc(9), "fast": Proc(4)}, clock=lambda: ticks[0], sleep=tick)
+    assert ended == {"slow": 9, "fast": 4}
