@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.calibration import FIRST_NORMAL_CLIP  # noqa: E402
 from detector.checkpoint import load_scene  # noqa: E402
 from detector.encoders import Encoder  # noqa: E402
 from detector.motion import MotionSettings, flow_features, motion_frame  # noqa: E402
@@ -35,13 +36,11 @@ from training.data import stc_training_videos  # noqa: E402
 from training.evaluate import score_scene  # noqa: E402
 from vigil.config import load_config  # noqa: E402
 
-FIRST_NORMAL_CLIP = 9000
 
-
-def max_speeds(frames: list[np.ndarray], settings: MotionSettings) -> list[np.ndarray]:
-    """Per consecutive pair of BGR frames: the largest speed per cell (grid x grid), px per frame."""
-    grey = [motion_frame(f, settings) for f in frames]
-    return [np.expm1(flow_features(a, b, 1, settings)[-1]) for a, b in zip(grey, grey[1:], strict=False)]
+def max_speed(prev: np.ndarray, cur: np.ndarray, settings: MotionSettings) -> np.ndarray:
+    """The largest speed per cell (grid x grid), px per frame, between two grey frames
+    (:func:`detector.motion.motion_frame`)."""
+    return np.expm1(flow_features(prev, cur, 1, settings)[-1])
 
 
 def compare(speed: np.ndarray, cell_max: np.ndarray) -> dict:
@@ -74,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = model.motion.settings
     cell_max = None
     for video in stc_training_videos(args.stc_root, args.scene):
-        for speed in max_speeds([f.image for f in iter_frames(video)], settings):
+        grey = [motion_frame(f.image, settings) for f in iter_frames(video)]
+        for prev, cur in zip(grey, grey[1:], strict=False):
+            speed = max_speed(prev, cur, settings)
             cell_max = speed if cell_max is None else np.maximum(cell_max, speed)
     if cell_max is None:
         raise SystemExit(f"no training footage of scene {args.scene} under {args.stc_root}")
@@ -86,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         if int(clip.name.split("_")[-1]) < FIRST_NORMAL_CLIP:
             continue
         above = np.flatnonzero(clip.streaming >= 1.0)
-        speeds = max_speeds([f.image for f in iter_frame_dir(args.root / "testing" / "frames" / clip.name)],
-                            settings) if above.size else []
+        # Only the frames at the threshold, and the frame before each, need their flow.
+        folder = args.root / "testing" / "frames" / clip.name
+        grey = [motion_frame(f.image, settings) for f in iter_frame_dir(folder)] if above.size else []
         report["clips"][clip.name] = {
             "frames": int(clip.streaming.size),
             "above": [{"frame": int(i), "score": round(float(clip.streaming[i]), 3),
-                       **(compare(speeds[i - 1], cell_max) if i > 0 else {"first_frame": True})}
+                       **(compare(max_speed(grey[i - 1], grey[i], settings), cell_max) if i > 0
+                          else {"first_frame": True})}
                       for i in above]}
     print(f"{'clip':10s} {'frame':>5s} {'score':>6s} {'speed':>6s} {'cell max':>9s} {'row max':>8s} "
           f"{'cells > cell':>12s} {'cells > row':>11s}")

@@ -61,8 +61,9 @@ def threshold_interval(ordered: np.ndarray | Sequence[np.ndarray], false_alarm_r
     >>> bool(lo < 2.33 < hi)
     True
     """
-    runs = ([np.asarray(ordered, dtype=np.float64).ravel()] if isinstance(ordered, np.ndarray)
-            else [np.asarray(r, dtype=np.float64).ravel() for r in ordered])
+    several = not isinstance(ordered, np.ndarray) and len(ordered) > 0 and np.ndim(ordered[0]) >= 1
+    runs = ([np.asarray(r, dtype=np.float64).ravel() for r in ordered] if several
+            else [np.asarray(ordered, dtype=np.float64).ravel()])
     if statistic is None:
         def statistic(parts: list[np.ndarray]) -> float:
             return _threshold(np.sort(np.concatenate(parts)), false_alarm_rate)[0]

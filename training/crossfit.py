@@ -101,7 +101,7 @@ def cross_fit(model: SceneModel, fold_models: Sequence[SceneModel], rule: Rule =
     if before is None:
         raise ValueError("the scene model is not calibrated (not trained?)")
     parts = _fold_parts(before, [f.calibration for f in fold_models], "is not calibrated")
-    model.calibration = refit(before, parts, rule)
+    model.calibration = rule_threshold(parts, before.false_alarm_rate, rule)
     return CrossFit(len(parts), sum(p.size for p in parts), before, model.calibration, rule=rule)
 
 
@@ -127,7 +127,7 @@ def cross_fit_motion(model: SceneModel, fold_models: Sequence[SceneModel], rule:
     before = model.motion.calibration
     parts = _fold_parts(before, [f.motion.calibration if f.motion is not None else None for f in fold_models],
                         "has no calibrated motion channel")
-    model.motion.calibration = refit(before, parts, rule)
+    model.motion.calibration = rule_threshold(parts, before.false_alarm_rate, rule)
     return CrossFit(len(parts), sum(p.size for p in parts), before, model.motion.calibration, rule=rule)
 
 
@@ -142,14 +142,9 @@ def _fold_parts(before: Calibration, folds: Sequence[Calibration | None], missin
     return parts
 
 
-def refit(before: Calibration, parts: Sequence[np.ndarray], rule: Rule) -> Calibration:
-    """A threshold from the normal scores of several folds, by ``rule`` (see :func:`cross_fit`),
-    at ``before``'s false-alarm rate."""
-    return rule_threshold(parts, before.false_alarm_rate, rule)
-
-
 def rule_threshold(parts: Sequence[np.ndarray], false_alarm_rate: float, rule: Rule) -> Calibration:
-    """The calibration ``rule`` makes of the folds' normal scores ``parts`` (see :func:`cross_fit`).
+    """The calibration ``rule`` makes of the folds' normal scores ``parts`` (see :func:`cross_fit`)
+    at ``false_alarm_rate``.
 
     >>> cal = rule_threshold([np.linspace(0, 1, 50), np.linspace(0, 3, 50)], 0.01, "max")
     >>> bool(cal.threshold == Calibration.fit(np.linspace(0, 3, 50), 0.01).threshold)
